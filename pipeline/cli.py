@@ -1,0 +1,120 @@
+"""``python -m pipeline``: one product photo in, background-replaced images and their settings out."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import BackdropError
+from .models import DTYPES, MEMORY_MODES, MODEL_SETS
+from .request import FIELDS, IMAGE_FIELDS, BgReplaceRequest
+from .result import Progress
+
+# Image fields are file paths on the command line; "base64" only shapes hosted/REST replies.
+_CLI_SKIPS = {*IMAGE_FIELDS, "base64"}
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr and exit 2, like every other user error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(
+        prog="python -m pipeline",
+        description="Replace the background of a product photo, keeping the product's own pixels.",
+    )
+    parser.add_argument("--image", required=True, help="Product photo (JPEG, PNG, WebP, ...).")
+    parser.add_argument("--ref", "--ref-image", dest="ref_image", required=True,
+                        help="Reference picture of the wanted setting.")
+    parser.add_argument("--mask", help="Optional product mask (white = product); overrides --mask-model.")
+    for name, spec in FIELDS.items():
+        if name in _CLI_SKIPS:
+            continue
+        flags = [f"--{name.replace('_', '-')}"] + (["--format"] if name == "output_format" else [])
+        default = "" if spec.default is None else f" Default: {spec.default}."
+        parser.add_argument(*flags, dest=name, required=spec.required, metavar=_metavar(spec.kind),
+                            help=f"{spec.help} Allowed: {spec.allowed()}.{default}")
+    parser.add_argument("--model-set", choices=MODEL_SETS, default=os.environ.get("BACKDROP_MODEL_SET") or "sdxl",
+                        help="sdxl (real models from the hub) or tiny (random tiny models for tests). "
+                             "Default: BACKDROP_MODEL_SET or sdxl.")
+    parser.add_argument("--device", help="cuda, cuda:N, mps or cpu. Default: the best available.")
+    parser.add_argument("--dtype", choices=DTYPES, help="Default: float16 on a GPU, float32 on CPU.")
+    parser.add_argument("--memory-mode", choices=MEMORY_MODES,
+                        help="none (fastest), model (CPU offload per model) or sequential (least VRAM).")
+    parser.add_argument("--out", required=True, type=Path, help="Folder for the images and their .json sidecars.")
+    parser.add_argument("--quiet", action="store_true", help="No progress on stderr.")
+    return parser
+
+
+def _metavar(kind: str) -> str:
+    return {"int": "N", "float": "X", "choice": "NAME", "str": "TEXT"}.get(kind, "VALUE")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except BackdropError as error:
+        print(f"backdrop: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("backdrop: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    from . import generate
+    from .outputs import save_result
+
+    values: dict[str, Any] = {
+        name: getattr(args, name) for name in FIELDS if name not in _CLI_SKIPS and getattr(args, name) is not None
+    }
+    values.update(image=Path(args.image), ref_image=Path(args.ref_image))
+    if args.mask:
+        values["mask"] = Path(args.mask)
+    request = BgReplaceRequest.from_dict(values)
+
+    from .models import load_models
+
+    say = _progress_printer(quiet=args.quiet)
+    models = load_models(args.model_set, device=args.device, dtype=args.dtype, memory_mode=args.memory_mode,
+                         on_progress=lambda message: say(Progress("load", 0.0, message)))
+    result = generate(request, models=models, on_progress=say)
+    paths = save_result(result, args.out, stem=Path(args.image).stem)
+    _finish_progress(args.quiet)
+    for path in paths:
+        print(path)
+    if not args.quiet:
+        seeds = ", ".join(map(str, result.seeds))
+        print(f"backdrop: {len(paths)} image(s), seed(s) {seeds}, {result.timings['total']:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _progress_printer(*, quiet: bool):
+    last_stage = {"stage": None, "time": 0.0}
+    interactive = sys.stderr.isatty()
+
+    def say(progress: Progress) -> None:
+        if quiet:
+            return
+        if progress.stage == "denoise" and interactive:
+            print(f"\r[{progress.stage}] {progress.message} ", end="", file=sys.stderr, flush=True)
+            return
+        now = time.monotonic()
+        if progress.stage != "denoise" or progress.fraction >= 1.0 or now - last_stage["time"] > 5:
+            print(f"[{progress.stage}] {progress.message}", file=sys.stderr, flush=True)
+            last_stage.update(stage=progress.stage, time=now)
+
+    return say
+
+
+def _finish_progress(quiet: bool) -> None:
+    if not quiet and sys.stderr.isatty():
+        print(file=sys.stderr)

@@ -1,0 +1,24 @@
+"""Canny edges of the product alone, for the ControlNet. OpenCV directly: controlnet-aux's package import
+pulls in every detector and fails without a working torchvision (SPEC §3); its canny is cv2.Canny anyway."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from PIL import Image
+
+
+def subject_canny(image: Image.Image, alpha: Image.Image, *, low: int = 100, high: int = 200) -> Image.Image:
+    """Edges of the product with the background flattened, as the RGB image the ControlNet expects.
+
+    The background is flattened to black or white, whichever contrasts more with the product, so the
+    silhouette always yields an edge and nothing of the old backdrop (texture, shadows) does.
+    """
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
+    weight = np.asarray(alpha.convert("L"), dtype=np.float32)[..., None] / 255.0
+    gray_product = float((rgb.mean(axis=2, keepdims=True) * weight).sum() / max(weight.sum(), 1.0))
+    flat_value = 0.0 if gray_product > 127 else 255.0
+    flattened = rgb * weight + flat_value * (1.0 - weight)
+    gray = cv2.cvtColor(np.clip(flattened + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY)
+    edges = cv2.Canny(gray, low, high)
+    return Image.fromarray(np.repeat(edges[..., None], 3, axis=2), mode="RGB")

@@ -1,0 +1,318 @@
+"""Which models to load, on what device, and loading them once.
+
+Two model sets share one loading path: ``sdxl`` (hub ids, each overridable by environment variable or a
+JSON config file) and ``tiny`` (random tiny components saved to a cache folder, for tests and demos).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import BackdropError, ModelLoadError
+
+MODEL_SETS = ("sdxl", "tiny")
+MEMORY_MODES = ("none", "model", "sequential")
+DTYPES = ("float16", "bfloat16", "float32")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What identifies a model set: hub ids or local folders for each component."""
+
+    name: str
+    base: str
+    controlnet: str
+    ip_adapter: str
+    ip_adapter_subfolder: str
+    ip_adapter_weight_name: str
+    image_encoder: str
+    image_encoder_subfolder: str
+    vae: str  # "" = the base model's own VAE
+    native_resolution: int
+    variant: str  # weight variant to prefer in half precision ("" = none)
+
+
+SDXL_DEFAULTS = ModelSpec(
+    name="sdxl",
+    base="diffusers/stable-diffusion-xl-1.0-inpainting-0.1",
+    controlnet="diffusers/controlnet-canny-sdxl-1.0",
+    ip_adapter="h94/IP-Adapter",
+    ip_adapter_subfolder="sdxl_models",
+    ip_adapter_weight_name="ip-adapter_sdxl.safetensors",
+    image_encoder="h94/IP-Adapter",
+    image_encoder_subfolder="sdxl_models/image_encoder",
+    # The stock SDXL VAE overflows in fp16 and must run in fp32; this fine-tune does not.
+    vae="madebyollin/sdxl-vae-fp16-fix",
+    native_resolution=1024,
+    variant="fp16",
+)
+
+# Environment variable for each overridable field; a JSON file named by BACKDROP_CONFIG uses the field names.
+ENV_OVERRIDES = {
+    "base": "BACKDROP_BASE_MODEL",
+    "controlnet": "BACKDROP_CONTROLNET",
+    "ip_adapter": "BACKDROP_IP_ADAPTER",
+    "ip_adapter_subfolder": "BACKDROP_IP_ADAPTER_SUBFOLDER",
+    "ip_adapter_weight_name": "BACKDROP_IP_ADAPTER_WEIGHT",
+    "image_encoder": "BACKDROP_IMAGE_ENCODER",
+    "image_encoder_subfolder": "BACKDROP_IMAGE_ENCODER_SUBFOLDER",
+    "vae": "BACKDROP_VAE",
+    "native_resolution": "BACKDROP_RESOLUTION",
+    "variant": "BACKDROP_VARIANT",
+}
+
+
+def model_spec(model_set: str = "sdxl") -> ModelSpec:
+    """The ids for ``model_set``; for ``sdxl`` the config file first, then environment variables, win."""
+    if model_set == "tiny":
+        return tiny_spec()
+    if model_set != "sdxl":
+        raise BackdropError(f"{model_set!r} is unknown; expected one of {', '.join(MODEL_SETS)}", field="model_set")
+    overrides = _config_file_overrides()
+    overrides.update({key: os.environ[env] for key, env in ENV_OVERRIDES.items() if os.environ.get(env) is not None})
+    if "native_resolution" in overrides:
+        overrides["native_resolution"] = _positive_int(overrides["native_resolution"], "native_resolution")
+    return dataclasses.replace(SDXL_DEFAULTS, **overrides)
+
+
+def tiny_spec() -> ModelSpec:
+    from .tiny import NATIVE_RESOLUTION, ensure_tiny_models
+
+    root = ensure_tiny_models()
+    return ModelSpec(
+        name="tiny",
+        base=str(root / "base"),
+        controlnet=str(root / "controlnet"),
+        ip_adapter=str(root / "ip_adapter"),
+        ip_adapter_subfolder="sdxl_models",
+        ip_adapter_weight_name="ip-adapter_sdxl.safetensors",
+        image_encoder=str(root / "ip_adapter"),
+        image_encoder_subfolder="sdxl_models/image_encoder",
+        vae="",
+        native_resolution=NATIVE_RESOLUTION,
+        variant="",
+    )
+
+
+def _config_file_overrides() -> dict[str, Any]:
+    path = os.environ.get("BACKDROP_CONFIG")
+    if not path:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise BackdropError(f"cannot read the model config file {path}: {exc}", field="BACKDROP_CONFIG") from None
+    if not isinstance(data, dict):
+        raise BackdropError(f"{path} must hold a JSON object", field="BACKDROP_CONFIG")
+    unknown = sorted(set(data) - set(ENV_OVERRIDES))
+    if unknown:
+        raise BackdropError(
+            f"{path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(ENV_OVERRIDES)}",
+            field="BACKDROP_CONFIG",
+        )
+    return {key: value if key == "native_resolution" else str(value) for key, value in data.items()}
+
+
+def _positive_int(value: Any, name: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number < 64:
+        raise BackdropError(f"{value!r} must be a whole number of pixels, at least 64", field=name)
+    return number
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how the models run."""
+
+    device: str
+    dtype: str
+    memory_mode: str
+
+
+def resolve_runtime(device: str | None = None, dtype: str | None = None, memory_mode: str | None = None) -> Runtime:
+    """Arguments, then BACKDROP_DEVICE / BACKDROP_DTYPE / BACKDROP_MEMORY_MODE, then the best available:
+    CUDA in float16, Apple MPS in float16, else CPU in float32 (half precision is slow or unsupported there)."""
+    import torch
+
+    device = device or os.environ.get("BACKDROP_DEVICE") or _best_device(torch)
+    if device.split(":")[0] not in ("cuda", "mps", "cpu"):
+        raise BackdropError(f"{device!r} is unknown; expected cuda, cuda:N, mps or cpu", field="device")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BackdropError("cuda was asked for but no CUDA GPU is available; use cpu", field="device")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise BackdropError("mps was asked for but Apple's Metal backend is not available", field="device")
+    dtype = dtype or os.environ.get("BACKDROP_DTYPE") or ("float32" if device == "cpu" else "float16")
+    if dtype not in DTYPES:
+        raise BackdropError(f"{dtype!r} is unknown; expected one of {', '.join(DTYPES)}", field="dtype")
+    memory_mode = memory_mode or os.environ.get("BACKDROP_MEMORY_MODE") or "none"
+    if memory_mode not in MEMORY_MODES:
+        raise BackdropError(
+            f"{memory_mode!r} is unknown; expected one of {', '.join(MEMORY_MODES)}", field="memory_mode"
+        )
+    return Runtime(device=device, dtype=dtype, memory_mode=memory_mode)
+
+
+def _best_device(torch: Any) -> str:
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+@dataclass
+class LoadedModels:
+    """A ready pipeline and what it was built from."""
+
+    pipe: Any
+    spec: ModelSpec
+    runtime: Runtime
+    scheduler_config: dict[str, Any]
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)  # one generation at a time
+
+    def info(self) -> dict[str, Any]:
+        """Model ids and runtime, for run summaries and saved metadata (no secrets live here)."""
+        return {"model_set": self.spec.name, **dataclasses.asdict(self.runtime), "models": _model_ids(self.spec)}
+
+
+def _model_ids(spec: ModelSpec) -> dict[str, str]:
+    return {
+        "base": spec.base,
+        "controlnet": spec.controlnet,
+        "ip_adapter": f"{spec.ip_adapter}/{spec.ip_adapter_subfolder}/{spec.ip_adapter_weight_name}",
+        "image_encoder": f"{spec.image_encoder}/{spec.image_encoder_subfolder}",
+        "vae": spec.vae or "(base model's)",
+    }
+
+
+LoadProgress = Callable[[str], None]
+
+_loaded: dict[tuple[ModelSpec, Runtime], LoadedModels] = {}
+_load_lock = threading.Lock()
+
+
+def load_models(
+    model_set: str = "sdxl",
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+    memory_mode: str | None = None,
+    on_progress: LoadProgress | None = None,
+) -> LoadedModels:
+    """The pipeline for ``model_set`` on the resolved runtime: loaded on first use, then reused."""
+    spec = model_spec(model_set)
+    runtime = resolve_runtime(device, dtype, memory_mode)
+    key = (spec, runtime)
+    with _load_lock:
+        if key not in _loaded:
+            _loaded[key] = _load(spec, runtime, on_progress or (lambda message: None))
+        return _loaded[key]
+
+
+def loaded_model_sets() -> list[dict[str, Any]]:
+    """What is in memory now (for health checks and the UI's summary)."""
+    with _load_lock:
+        return [models.info() for models in _loaded.values()]
+
+
+def unload_all() -> None:
+    """Forget every loaded pipeline (tests; freeing memory after a fault)."""
+    with _load_lock:
+        _loaded.clear()
+
+
+def _load(spec: ModelSpec, runtime: Runtime, say: LoadProgress) -> LoadedModels:
+    # transformers warns at import time about optional backends (torchvision) we do not use.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    import torch
+    from diffusers import AutoencoderKL, ControlNetModel, StableDiffusionXLControlNetInpaintPipeline
+    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+    _quiet_libraries()
+    dtype = getattr(torch, runtime.dtype)
+    variant = spec.variant if runtime.dtype == "float16" and spec.variant else None
+    say(f"Loading the ControlNet ({spec.controlnet})")
+    controlnet = _from_pretrained(ControlNetModel, spec.controlnet, "ControlNet", "controlnet", dtype, variant)
+    say(f"Loading the IP-Adapter image encoder ({spec.image_encoder}/{spec.image_encoder_subfolder})")
+    image_encoder = _from_pretrained(
+        CLIPVisionModelWithProjection, spec.image_encoder, "image encoder", "image_encoder", dtype, None,
+        subfolder=spec.image_encoder_subfolder,
+    )
+    # The hub's encoder folders carry no preprocessor config; derive it from the encoder's input size.
+    side = image_encoder.config.image_size
+    feature_extractor = CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
+    components: dict[str, Any] = {"controlnet": controlnet, "image_encoder": image_encoder,
+                                  "feature_extractor": feature_extractor}
+    if spec.vae:
+        say(f"Loading the VAE ({spec.vae})")
+        components["vae"] = _from_pretrained(AutoencoderKL, spec.vae, "VAE", "vae", dtype, None)
+    say(f"Loading the SDXL inpainting model ({spec.base})")
+    pipe = _from_pretrained(
+        StableDiffusionXLControlNetInpaintPipeline, spec.base, "base model", "base", dtype, variant, **components
+    )
+    say(f"Loading the IP-Adapter ({spec.ip_adapter}/{spec.ip_adapter_subfolder}/{spec.ip_adapter_weight_name})")
+    try:
+        pipe.load_ip_adapter(
+            spec.ip_adapter, subfolder=spec.ip_adapter_subfolder, weight_name=spec.ip_adapter_weight_name,
+            image_encoder_folder=None,
+        )
+    except Exception as exc:
+        raise _load_error("IP-Adapter", spec.ip_adapter, "ip_adapter", exc) from exc
+    _place(pipe, runtime, say)
+    pipe.set_progress_bar_config(disable=True)
+    return LoadedModels(pipe=pipe, spec=spec, runtime=runtime, scheduler_config=dict(pipe.scheduler.config))
+
+
+def _from_pretrained(cls: Any, model_id: str, what: str, field: str, dtype: Any, variant: str | None, **kwargs: Any) -> Any:
+    try:
+        try:
+            return cls.from_pretrained(model_id, dtype=dtype, variant=variant, **kwargs)
+        except (OSError, ValueError):
+            if variant is None:
+                raise
+            # Not every repo publishes an fp16 variant; the full-precision files load and convert too.
+            return cls.from_pretrained(model_id, dtype=dtype, **kwargs)
+    except Exception as exc:
+        raise _load_error(what, model_id, field, exc) from exc
+
+
+def _load_error(what: str, model_id: str, field: str, exc: Exception) -> ModelLoadError:
+    env = ENV_OVERRIDES.get(field, "BACKDROP_CONFIG")
+    reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+    offline = " (HF_HUB_OFFLINE is set: only already-downloaded models can load)" if os.environ.get("HF_HUB_OFFLINE") else ""
+    return ModelLoadError(
+        f"could not load the {what} {model_id!r}{offline}: {reason}. Check the id and your network "
+        f"(the first run downloads the weights), or point {env} at a local folder."
+    )
+
+
+def _place(pipe: Any, runtime: Runtime, say: LoadProgress) -> None:
+    if runtime.device.startswith("cuda") and runtime.memory_mode == "model":
+        say("Enabling model CPU offload")
+        pipe.enable_model_cpu_offload(device=runtime.device)
+    elif runtime.device.startswith("cuda") and runtime.memory_mode == "sequential":
+        say("Enabling sequential CPU offload")
+        pipe.enable_sequential_cpu_offload(device=runtime.device)
+    else:  # offload only saves GPU memory; on CPU or MPS there is nothing to offload to
+        say(f"Moving the models to {runtime.device}")
+        pipe.to(runtime.device)
+
+
+def _quiet_libraries() -> None:
+    """Silence the libraries' progress bars and advice aimed at their developers, not our users."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()

@@ -1,0 +1,54 @@
+"""Writing results to disk: atomically, never over an earlier result, with settings beside each image."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from .images import encode_image
+from .result import BgReplaceResult
+
+EXTENSIONS = {"jpeg": ".jpg", "png": ".png"}
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path`` and rename it into place: a crash leaves no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def save_result(result: BgReplaceResult, out_dir: Path, stem: str = "backdrop") -> list[Path]:
+    """Save every image as ``<stem>_<seed>.<ext>`` plus a ``.json`` sidecar; return the image paths.
+
+    The sidecar holds the full request settings, every seed, this image's seed, the model ids and the
+    timings: enough to make the image again. A name already taken gets a numeric suffix instead of being
+    overwritten.
+    """
+    image_format = result.request.output_format
+    paths = []
+    for index, image in enumerate(result.images):
+        path = _free_path(Path(out_dir) / f"{stem}_{result.seeds[index]}{EXTENSIONS[image_format]}")
+        write_atomically(path, encode_image(image, image_format))
+        sidecar = json.dumps(result.metadata(index), indent=2, ensure_ascii=False) + "\n"
+        write_atomically(path.with_suffix(".json"), sidecar.encode("utf-8"))
+        paths.append(path)
+    return paths
+
+
+def _free_path(path: Path) -> Path:
+    candidate, number = path, 1
+    while candidate.exists() or candidate.with_suffix(".json").exists():
+        candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
+        number += 1
+    return candidate

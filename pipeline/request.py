@@ -1,0 +1,253 @@
+"""The request: the hosted bg-replace fields (SPEC §1) plus Backdrop's own options, defined once.
+
+``FIELDS`` holds each field's type, default, range and help text. The UI builds its sliders from it,
+the CLI its flags, the REST layer its schema and presets their checks, so a range changes in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from PIL import Image
+
+from .errors import BackdropError
+from .images import load_image
+from .masking import DEFAULT_MASK_MODEL, MASK_MODELS
+from .schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES, canonical_scheduler_name
+
+MAX_PROMPT_CHARS = 2000
+MAX_SEED = 999_999_999_999_999
+OUTPUT_SIZES = ("input", "generation")
+OUTPUT_FORMATS = ("jpeg", "png")
+
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One request field: how it is typed, defaulted, bounded and explained."""
+
+    name: str
+    kind: str  # "image" | "str" | "int" | "float" | "bool" | "choice"
+    default: Any = None
+    required: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    optional: bool = False  # None is an allowed value
+    hosted: bool = True  # part of the hosted API's contract (SPEC §1), not a Backdrop option
+    help: str = ""
+
+    def allowed(self) -> str:
+        """What is allowed, in words, for error messages and help text."""
+        if self.kind == "choice":
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.kind in ("int", "float"):
+            kind = "a whole number" if self.kind == "int" else "a number"
+            text = f"{kind} from {_fmt(self.minimum)} to {_fmt(self.maximum)}"
+            return text + (" (or null)" if self.optional else "")
+        if self.kind == "bool":
+            return "true or false"
+        if self.kind == "image":
+            return "an image (file, bytes or base64)"
+        return "text"
+
+    def coerce(self, value: Any) -> Any:
+        """Return ``value`` in this field's type, or raise ``BackdropError`` naming the field."""
+        if value is None or (self.optional and isinstance(value, str) and not value.strip()):
+            if self.required:
+                raise BackdropError(f"is required; expected {self.allowed()}", field=self.name)
+            return self.default  # null means "the default", as in a JSON body that spells out every key
+        return getattr(self, f"_coerce_{self.kind}")(value)
+
+    def _fail(self, value: Any, why: str = "") -> BackdropError:
+        shown = repr(value) if not isinstance(value, str) or len(value) < 60 else repr(value[:57] + "...")
+        return BackdropError(f"{shown} is {why or 'not allowed'}; expected {self.allowed()}", field=self.name)
+
+    def _coerce_image(self, value: Any) -> Image.Image:
+        return load_image(value, field=self.name)
+
+    def _coerce_str(self, value: Any) -> str | None:
+        if not isinstance(value, str):
+            raise self._fail(value, f"a {type(value).__name__}, not text")
+        text = _CONTROL_CHARS.sub(" ", value).strip()
+        if len(text) > MAX_PROMPT_CHARS:
+            raise BackdropError(
+                f"{len(text)} characters is too long; at most {MAX_PROMPT_CHARS}", field=self.name
+            )
+        if not text:
+            if self.required:
+                raise BackdropError("must not be empty", field=self.name)
+            return None
+        return text
+
+    def _coerce_int(self, value: Any) -> int:
+        number = self._number(value)
+        if not float(number).is_integer():
+            raise self._fail(value, "not a whole number")
+        return self._bounded(int(number), value)
+
+    def _coerce_float(self, value: Any) -> float:
+        return self._bounded(float(self._number(value)), value)
+
+    def _coerce_bool(self, value: Any) -> bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[value.strip().lower()]
+        raise self._fail(value, "not a yes/no value")
+
+    def _coerce_choice(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise self._fail(value, f"a {type(value).__name__}, not a name")
+        match = (
+            canonical_scheduler_name(value)
+            if self.name == "scheduler"
+            else next((c for c in self.choices if c.casefold() == value.strip().casefold()), None)
+        )
+        if match is None:
+            raise self._fail(value, "unknown")
+        return match
+
+    def _number(self, value: Any) -> int | float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise self._fail(value, f"a {type(value).__name__}, not a number")
+        if isinstance(value, str):
+            try:
+                value = float(value.strip()) if re.search(r"[.eEnN]", value) else int(value.strip())
+            except ValueError:
+                raise self._fail(value, "not a number") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self._fail(value, "not a finite number")
+        return value
+
+    def _bounded(self, number: int | float, original: Any) -> Any:
+        if (self.minimum is not None and number < self.minimum) or (
+            self.maximum is not None and number > self.maximum
+        ):
+            raise self._fail(original, "out of range")
+        return number
+
+
+_BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _fmt(number: float | None) -> str:
+    return "" if number is None else f"{number:g}" if isinstance(number, float) else str(number)
+
+
+def _spec(name: str, kind: str, **kwargs: Any) -> FieldSpec:
+    return FieldSpec(name=name, kind=kind, **kwargs)
+
+
+FIELDS: dict[str, FieldSpec] = {
+    spec.name: spec
+    for spec in (
+        # --- the hosted API's fields, exactly as SPEC §1 lists them ---
+        _spec("image", "image", required=True, help="Product photo, ideally on a plain or white background."),
+        _spec("ref_image", "image", required=True, help="Reference picture of the setting (IP-Adapter)."),
+        _spec("prompt", "str", required=True, help="What the new scene should be."),
+        _spec("negative_prompt", "str", optional=True, help="What to keep out of the image."),
+        _spec("samples", "int", default=1, minimum=1, maximum=4, help="Number of images."),
+        _spec("scheduler", "choice", default=DEFAULT_SCHEDULER, choices=SCHEDULER_NAMES, help="Sampler."),
+        _spec("num_inference_steps", "int", default=25, minimum=20, maximum=100, help="Denoising steps."),
+        _spec("guidance_scale", "float", default=7.5, minimum=1.0, maximum=25.0, help="Prompt adherence (CFG)."),
+        _spec("seed", "int", default=-1, minimum=-1, maximum=MAX_SEED, help="-1 picks a random seed."),
+        _spec("strength", "float", default=1.0, minimum=0.0, maximum=1.0, help="1 = a wholly new background."),
+        _spec("cn_weight", "float", default=0.9, minimum=0.0, maximum=1.0, help="ControlNet (canny) weight."),
+        _spec("ip_adapter_weight", "float", default=0.5, minimum=0.0, maximum=1.0,
+              help="How strongly the reference image steers the scene."),
+        _spec("base64", "bool", default=False, help="Hosted/REST only: answer with base64 JSON."),
+        # --- Backdrop's own options ---
+        _spec("mask_model", "choice", default=DEFAULT_MASK_MODEL, choices=MASK_MODELS, hosted=False,
+              help="Background-removal model that finds the product."),
+        _spec("mask", "image", optional=True, hosted=False,
+              help="Your own product mask (white = product); overrides the mask model."),
+        _spec("mask_grow", "int", default=0, minimum=-64, maximum=64, hosted=False,
+              help="Grow (+) or shrink (-) the kept product area, in pixels."),
+        _spec("mask_feather", "int", default=0, minimum=0, maximum=64, hosted=False,
+              help="Soften the product edge by this many pixels."),
+        _spec("canny_low", "int", default=100, minimum=0, maximum=255, hosted=False, help="Canny low threshold."),
+        _spec("canny_high", "int", default=200, minimum=0, maximum=255, hosted=False, help="Canny high threshold."),
+        _spec("resolution", "int", optional=True, minimum=64, maximum=2048, hosted=False,
+              help="Generate at about this many pixels squared (null = the model's native size)."),
+        _spec("output_size", "choice", default="input", choices=OUTPUT_SIZES, hosted=False,
+              help="'input': the photo's own resolution; 'generation': the generated size."),
+        _spec("output_format", "choice", default="jpeg", choices=OUTPUT_FORMATS, hosted=False,
+              help="File format for saved and returned images."),
+    )
+}
+
+IMAGE_FIELDS = tuple(name for name, spec in FIELDS.items() if spec.kind == "image")
+HOSTED_FIELDS = tuple(name for name, spec in FIELDS.items() if spec.hosted)
+
+
+@dataclass(frozen=True)
+class BgReplaceRequest:
+    """One background-replace job. Constructing it validates and normalises every field."""
+
+    image: Image.Image
+    ref_image: Image.Image
+    prompt: str
+    negative_prompt: str | None = None
+    samples: int = 1
+    scheduler: str = DEFAULT_SCHEDULER
+    num_inference_steps: int = 25
+    guidance_scale: float = 7.5
+    seed: int = -1
+    strength: float = 1.0
+    cn_weight: float = 0.9
+    ip_adapter_weight: float = 0.5
+    base64: bool = False
+    mask_model: str = DEFAULT_MASK_MODEL
+    mask: Image.Image | None = None
+    mask_grow: int = 0
+    mask_feather: int = 0
+    canny_low: int = 100
+    canny_high: int = 200
+    resolution: int | None = None
+    output_size: str = "input"
+    output_format: str = "jpeg"
+
+    def __post_init__(self) -> None:
+        for spec in FIELDS.values():
+            object.__setattr__(self, spec.name, spec.coerce(getattr(self, spec.name)))
+        if self.canny_low > self.canny_high:
+            raise BackdropError(
+                f"{self.canny_low} is above canny_high ({self.canny_high}); the low threshold must not exceed the high one",
+                field="canny_low",
+            )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BgReplaceRequest:
+        """Build from a JSON-like mapping (REST body, preset, sidecar), rejecting unknown keys by name."""
+        if not isinstance(data, Mapping):
+            raise BackdropError(f"the request must be a JSON object, not {type(data).__name__}")
+        unknown = sorted(set(data) - set(FIELDS))
+        if unknown:
+            raise BackdropError(
+                f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                f"allowed: {', '.join(FIELDS)}"
+            )
+        missing = [name for name, spec in FIELDS.items() if spec.required and data.get(name) is None]
+        if missing:
+            raise BackdropError(f"is required; expected {FIELDS[missing[0]].allowed()}", field=missing[0])
+        return cls(**dict(data))
+
+    def replace(self, **changes: Any) -> BgReplaceRequest:
+        """A copy with ``changes`` applied and validated (sweeps and per-sample seeds use this)."""
+        return dataclasses.replace(self, **changes)
+
+    def settings(self) -> dict[str, Any]:
+        """Every field but the images, JSON-ready: what sidecars, metadata and presets store."""
+        return {name: getattr(self, name) for name in FIELDS if name not in IMAGE_FIELDS}
+
+    def settings_json(self) -> str:
+        return json.dumps(self.settings(), indent=2, ensure_ascii=False)
