@@ -67,8 +67,9 @@ def decode_image_bytes(data: bytes, *, field: str = "image") -> Image.Image:
             image.load()
     except BackdropError:
         raise
-    except Image.DecompressionBombError:
-        raise BackdropError(_too_many_pixels_message(None), field=field) from None
+    except Image.DecompressionBombError as bomb:  # PIL refuses before we see the size; its message has it
+        claimed = re.search(r"\((\d+) pixels\)", str(bomb))
+        raise BackdropError(_too_many_pixels_message(int(claimed.group(1)) if claimed else None), field=field) from None
     except UnidentifiedImageError:
         raise BackdropError(
             "not a readable image file; use JPEG, PNG, WebP, BMP, TIFF or GIF", field=field
@@ -126,14 +127,15 @@ def _upright(image: Image.Image) -> Image.Image:
 
 def _check_pixel_limit(size: tuple[int, int], field: str) -> None:
     if size[0] * size[1] > max_pixels():
-        raise BackdropError(_too_many_pixels_message(size), field=field)
+        raise BackdropError(_too_many_pixels_message(size[0] * size[1], size), field=field)
 
 
-def _too_many_pixels_message(size: tuple[int, int] | None) -> str:
+def _too_many_pixels_message(pixels: int | None, size: tuple[int, int] | None = None) -> str:
     limit = f"the limit is {max_pixels() / 1e6:g} megapixels (BACKDROP_MAX_PIXELS)"
-    if size is None:
+    if pixels is None:
         return f"the image is too large; {limit}"
-    return f"{size[0]}x{size[1]} is {size[0] * size[1] / 1e6:.1f} megapixels; {limit}"
+    shape = f"{size[0]}x{size[1]} is " if size else "the image has "
+    return f"{shape}{pixels / 1e6:.1f} megapixels; {limit}"
 
 
 def _check_size(image: Image.Image, field: str) -> Image.Image:

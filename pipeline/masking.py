@@ -34,6 +34,8 @@ DEFAULT_MASK_MODEL = "birefnet-general-lite"
 # The mask models see at most ~1024 px; handing them a 24 MP photo only costs resize time.
 _MASK_INPUT_MAX_SIDE = 2048
 
+_CLEAR_ALPHA = 5  # at or below this, a mask model's alpha is noise in the backdrop
+
 _sessions: dict[str, Any] = {}
 _sessions_lock = threading.Lock()
 
@@ -112,8 +114,13 @@ def _fit_user_mask(mask: Image.Image, size: tuple[int, int]) -> Image.Image:
 
 
 def refine_alpha(alpha: Image.Image, *, grow: int = 0, feather: int = 0) -> Image.Image:
-    """Grow (+) or shrink (-) the product area and soften its edge, both in pixels of ``alpha``."""
+    """Grow (+) or shrink (-) the product area and soften its edge, both in pixels of ``alpha``.
+
+    Mask models rarely say a flat 255 inside the product or 0 far from it; near-certain values are
+    snapped first, so the product's interior is kept exactly and faint specks in the backdrop vanish.
+    """
     values = np.asarray(alpha.convert("L"))
+    values = np.where(values >= SOLID_ALPHA, 255, np.where(values <= _CLEAR_ALPHA, 0, values)).astype(np.uint8)
     if grow:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * abs(grow) + 1, 2 * abs(grow) + 1))
         values = cv2.dilate(values, kernel) if grow > 0 else cv2.erode(values, kernel)

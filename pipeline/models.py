@@ -234,8 +234,10 @@ def _load(spec: ModelSpec, runtime: Runtime, say: LoadProgress) -> LoadedModels:
     # transformers warns at import time about optional backends (torchvision) we do not use.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     import torch
-    from diffusers import AutoencoderKL, ControlNetModel, StableDiffusionXLControlNetInpaintPipeline
+    from diffusers import AutoencoderKL, ControlNetModel
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+    from .diffusion import BackdropInpaintPipeline
 
     _quiet_libraries()
     dtype = getattr(torch, runtime.dtype)
@@ -257,7 +259,7 @@ def _load(spec: ModelSpec, runtime: Runtime, say: LoadProgress) -> LoadedModels:
         components["vae"] = _from_pretrained(AutoencoderKL, spec.vae, "VAE", "vae", dtype, None)
     say(f"Loading the SDXL inpainting model ({spec.base})")
     pipe = _from_pretrained(
-        StableDiffusionXLControlNetInpaintPipeline, spec.base, "base model", "base", dtype, variant, **components
+        BackdropInpaintPipeline, spec.base, "base model", "base", dtype, variant, **components
     )
     say(f"Loading the IP-Adapter ({spec.ip_adapter}/{spec.ip_adapter_subfolder}/{spec.ip_adapter_weight_name})")
     try:

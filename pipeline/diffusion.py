@@ -1,0 +1,26 @@
+"""The diffusers pipeline Backdrop runs, with one change. Imported only when models load (it pulls in torch)."""
+
+from __future__ import annotations
+
+import torch
+from diffusers import StableDiffusionXLControlNetInpaintPipeline
+from diffusers.pipelines.controlnet.pipeline_controlnet_inpaint_sd_xl import retrieve_latents
+
+
+class BackdropInpaintPipeline(StableDiffusionXLControlNetInpaintPipeline):
+    """SDXL ControlNet inpainting whose VAE encodes take the posterior's mean instead of a random draw.
+
+    Upstream draws the encode noise for the (single) product image from the *first* sample's generator,
+    so sample 2 of a batch differs from a run of its seed alone. The mean draws nothing: each sample's
+    noise then comes from its own seed only, and any image of a batch can be remade by itself.
+    """
+
+    def _encode_vae_image(self, image: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        dtype = image.dtype
+        if self.vae.config.force_upcast:  # the stock SDXL VAE overflows in fp16
+            image = image.float()
+            self.vae.to(dtype=torch.float32)
+        latents = retrieve_latents(self.vae.encode(image), sample_mode="argmax")
+        if self.vae.config.force_upcast:
+            self.vae.to(dtype)
+        return self.vae.config.scaling_factor * latents.to(dtype)

@@ -1,0 +1,113 @@
+"""Finding the product (real u2netp model), shaping the masks, and the canny map."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline import BackdropError
+from pipeline.edges import subject_canny
+from pipeline.masking import inpaint_mask, mask_session, refine_alpha, subject_alpha
+from scenes import iou, perfume_bottle
+
+
+def test_u2netp_finds_the_rendered_bottle(u2netp_home, bottle):
+    photo, truth = bottle
+    alpha, source = subject_alpha(photo, mask_model="u2netp")
+    assert source == "u2netp" and alpha.size == photo.size
+    assert iou(alpha, truth) >= 0.95
+
+
+def test_mask_works_on_large_photos_at_full_size(u2netp_home):
+    photo, truth = perfume_bottle(2400, 1600)
+    alpha, _ = subject_alpha(photo, mask_model="u2netp")
+    assert alpha.size == (2400, 1600)
+    assert iou(alpha, truth) >= 0.95
+
+
+def test_sessions_are_created_once_per_model(u2netp_home):
+    assert mask_session("u2netp") is mask_session("u2netp")
+
+
+def test_unknown_mask_model_lists_the_allowed():
+    with pytest.raises(BackdropError, match="^mask_model: 'sam' is unknown; expected one of birefnet-general-lite"):
+        mask_session("sam")
+
+
+def test_a_model_that_cannot_be_fetched_says_how_to_fix_it(monkeypatch, tmp_path):
+    from pipeline import ModelLoadError
+
+    monkeypatch.setenv("U2NET_HOME", str(tmp_path))  # empty: rembg would have to download (no network here)
+    monkeypatch.setattr("pipeline.masking._sessions", {})
+    with pytest.raises(ModelLoadError, match="mask model 'silueta' could not be loaded .*silueta.onnx"):
+        mask_session("silueta")
+
+
+def test_user_mask_overrides_the_model(bottle):
+    photo, truth = bottle
+    alpha, source = subject_alpha(photo, mask_model="u2netp", user_mask=truth)
+    assert source == "user mask" and np.array_equal(np.asarray(alpha), np.asarray(truth))
+
+
+def test_user_mask_is_resized_when_it_has_the_images_shape_and_refused_otherwise(bottle):
+    photo, truth = bottle
+    alpha, _ = subject_alpha(photo, mask_model="u2netp", user_mask=truth.resize((256, 256)))
+    assert alpha.size == photo.size and iou(alpha, truth) > 0.97
+    with pytest.raises(BackdropError, match=r"^mask: 256x128 does not have the image's shape \(512x512\)"):
+        subject_alpha(photo, mask_model="u2netp", user_mask=truth.resize((256, 128)))
+
+
+def test_cutout_png_uses_its_own_transparency(bottle):
+    photo, truth = bottle
+    cutout = photo.convert("RGBA")
+    cutout.putalpha(truth)
+    alpha, source = subject_alpha(cutout, mask_model="u2netp")
+    assert source == "image transparency" and np.array_equal(np.asarray(alpha), np.asarray(truth))
+
+
+def test_grow_shrink_and_feather(bottle):
+    truth = bottle[1]
+    area = (np.asarray(truth) >= 128).sum()
+    grown = (np.asarray(refine_alpha(truth, grow=8)) >= 128).sum()
+    shrunk = (np.asarray(refine_alpha(truth, grow=-8)) >= 128).sum()
+    assert shrunk < area < grown
+    soft = np.asarray(refine_alpha(truth, feather=10))
+    hard = np.asarray(truth)
+    assert ((soft > 0) & (soft < 255)).sum() > 3 * ((hard > 0) & (hard < 255)).sum()
+    with pytest.raises(BackdropError, match="^mask_grow: shrinks the product away entirely"):
+        refine_alpha(Image.fromarray(np.pad(np.full((6, 6), 255, np.uint8), 47)), grow=-10)
+
+
+def test_inpaint_mask_is_the_background_reaching_into_the_soft_edge(bottle):
+    truth = np.asarray(bottle[1])
+    mask = np.asarray(inpaint_mask(bottle[1], halo=3))
+    assert set(np.unique(mask)) <= {0, 255}
+    assert (mask[truth == 0] == 255).all()  # all background is regenerated
+    assert (mask[(truth > 0) & (truth < 255)] == 255).all()  # so is every soft edge pixel: no old halo
+    kept = mask == 0
+    assert kept.sum() > 0.8 * (truth == 255).sum()  # but the product itself is kept
+    assert (truth[kept] == 255).all()
+
+
+def test_canny_sees_the_product_and_not_the_old_background(bottle):
+    photo, truth = bottle
+    busy = np.asarray(photo).copy()
+    stripes = (np.arange(busy.shape[1]) // 8 % 2 * 120).astype(np.uint8)
+    background = np.asarray(truth) == 0
+    busy[background] = np.stack([stripes] * 3, axis=-1)[np.nonzero(background)[1]]
+    edges = np.asarray(subject_canny(Image.fromarray(busy), truth))
+    assert edges.shape == (*truth.size[::-1], 3)
+    far_from_product = np.asarray(refine_alpha(truth, grow=6)) == 0
+    assert edges[far_from_product].max() == 0  # the striped backdrop left no edge
+    assert edges[np.asarray(truth) > 0].max() == 255  # the product (label, cap, silhouette) did
+
+
+def test_canny_thresholds_matter(bottle):
+    photo, truth = bottle
+    faint = np.asarray(photo).astype(np.int16)
+    faint[:, ::6] -= 12  # subtle texture on the product: only a loose threshold sees it
+    textured = Image.fromarray(np.clip(faint, 0, 255).astype(np.uint8))
+    loose = (np.asarray(subject_canny(textured, truth, low=5, high=20)) > 0).sum()
+    strict = (np.asarray(subject_canny(textured, truth, low=100, high=200)) > 0).sum()
+    assert loose > 2 * strict

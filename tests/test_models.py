@@ -1,0 +1,116 @@
+"""Model configuration and loading: the tiny set goes through the same from_pretrained code as SDXL."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline import BackdropError, ModelLoadError
+from pipeline.models import SDXL_DEFAULTS, load_models, model_spec, resolve_runtime
+from pipeline.schedulers import SCHEDULER_NAMES, make_scheduler
+
+
+def test_tiny_models_load_through_the_hub_layouts(tiny_models):
+    pipe = tiny_models.pipe
+    spec = tiny_models.spec
+    assert type(pipe).__name__ == "BackdropInpaintPipeline"
+    assert pipe.unet.config.in_channels == 9  # an inpainting UNet
+    assert pipe.controlnet.config.in_channels == 4
+    assert pipe.image_encoder is not None and pipe.unet.encoder_hid_proj is not None  # IP-Adapter attached
+    assert spec.ip_adapter_subfolder == SDXL_DEFAULTS.ip_adapter_subfolder
+    assert spec.ip_adapter_weight_name == SDXL_DEFAULTS.ip_adapter_weight_name
+    assert spec.image_encoder_subfolder == SDXL_DEFAULTS.image_encoder_subfolder
+
+
+def test_models_load_once_and_are_reused(tiny_models):
+    assert load_models("tiny", device="cpu") is tiny_models
+    assert tiny_models.info()["model_set"] == "tiny" and tiny_models.info()["dtype"] == "float32"
+
+
+def test_sdxl_defaults_are_the_hub_ids_of_the_spec(monkeypatch):
+    for name in ("BACKDROP_CONFIG", "BACKDROP_BASE_MODEL", "BACKDROP_CONTROLNET"):
+        monkeypatch.delenv(name, raising=False)
+    spec = model_spec("sdxl")
+    assert spec.base == "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"
+    assert spec.controlnet == "diffusers/controlnet-canny-sdxl-1.0"
+    assert (spec.ip_adapter, spec.ip_adapter_subfolder) == ("h94/IP-Adapter", "sdxl_models")
+    assert spec.image_encoder_subfolder == "sdxl_models/image_encoder"
+    assert spec.vae == "madebyollin/sdxl-vae-fp16-fix"
+
+
+def test_environment_and_config_file_override_each_id(monkeypatch, tmp_path):
+    config = tmp_path / "models.json"
+    config.write_text(json.dumps({"controlnet": "diffusers/controlnet-canny-sdxl-1.0-small", "vae": ""}))
+    monkeypatch.setenv("BACKDROP_CONFIG", str(config))
+    monkeypatch.setenv("BACKDROP_BASE_MODEL", "my/photoreal-inpaint")
+    spec = model_spec("sdxl")
+    assert spec.base == "my/photoreal-inpaint"
+    assert spec.controlnet == "diffusers/controlnet-canny-sdxl-1.0-small"
+    assert spec.vae == ""
+    monkeypatch.setenv("BACKDROP_CONTROLNET", "local/folder")
+    assert model_spec("sdxl").controlnet == "local/folder"  # the environment wins over the file
+
+
+def test_bad_config_files_are_explained(monkeypatch, tmp_path):
+    config = tmp_path / "models.json"
+    monkeypatch.setenv("BACKDROP_CONFIG", str(config))
+    with pytest.raises(BackdropError, match="^BACKDROP_CONFIG: cannot read the model config file"):
+        model_spec("sdxl")
+    config.write_text('{"unet": "x"}')
+    with pytest.raises(BackdropError, match="unknown key\\(s\\) unet; allowed: base, controlnet"):
+        model_spec("sdxl")
+
+
+def test_unknown_model_set():
+    with pytest.raises(BackdropError, match="^model_set: 'sd15' is unknown; expected one of sdxl, tiny"):
+        model_spec("sd15")
+
+
+def test_a_model_that_cannot_load_names_itself_and_the_fix(monkeypatch, tmp_path):
+    monkeypatch.setenv("BACKDROP_CONTROLNET", str(tmp_path / "no-such-controlnet"))
+    with pytest.raises(ModelLoadError) as caught:
+        load_models("sdxl", device="cpu")
+    message = str(caught.value)
+    assert "could not load the ControlNet" in message and "no-such-controlnet" in message
+    assert "BACKDROP_CONTROLNET" in message and "HF_HUB_OFFLINE" in message
+    assert caught.value.exit_code == 1
+
+
+def test_runtime_defaults_and_errors(monkeypatch):
+    for name in ("BACKDROP_DEVICE", "BACKDROP_DTYPE", "BACKDROP_MEMORY_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    runtime = resolve_runtime(device="cpu")
+    assert (runtime.dtype, runtime.memory_mode) == ("float32", "none")
+    monkeypatch.setenv("BACKDROP_MEMORY_MODE", "model")
+    assert resolve_runtime(device="cpu").memory_mode == "model"
+    with pytest.raises(BackdropError, match="^device: 'tpu' is unknown"):
+        resolve_runtime(device="tpu")
+    with pytest.raises(BackdropError, match="^dtype: 'int8' is unknown"):
+        resolve_runtime(device="cpu", dtype="int8")
+    with pytest.raises(BackdropError, match="^memory_mode: 'all' is unknown; expected one of none, model, sequential"):
+        resolve_runtime(device="cpu", memory_mode="all")
+
+
+def test_cuda_without_a_gpu_is_explained():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(BackdropError, match="^device: cuda was asked for but no CUDA GPU is available"):
+        resolve_runtime(device="cuda")
+
+
+@pytest.mark.parametrize("name", SCHEDULER_NAMES)
+def test_scheduler_names_map_to_the_right_diffusers_classes(tiny_models, name):
+    scheduler = make_scheduler(name, tiny_models.scheduler_config)
+    expected = {
+        "DDIM": "DDIMScheduler", "DPM Multi": "DPMSolverMultistepScheduler",
+        "DPM Single": "DPMSolverSinglestepScheduler", "Euler a": "EulerAncestralDiscreteScheduler",
+        "Euler": "EulerDiscreteScheduler", "Heun": "HeunDiscreteScheduler",
+        "DPM2 a Karras": "KDPM2AncestralDiscreteScheduler", "DPM2 Karras": "KDPM2DiscreteScheduler",
+        "LMS": "LMSDiscreteScheduler", "PNDM": "PNDMScheduler", "UniPC": "UniPCMultistepScheduler",
+        "DPM++ 2M Karras": "DPMSolverMultistepScheduler",
+    }[name]
+    assert type(scheduler).__name__ == expected
+    assert bool(scheduler.config.get("use_karras_sigmas")) == ("Karras" in name)
