@@ -3,15 +3,15 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --disable-pip-version-check -c constraints.txt
-U2NET_HOME ?= $(CURDIR)/.cache/u2net
-export U2NET_HOME
+# Where the tests find the u2netp mask model (tests/conftest.py uses the same folder).
+U2NET_CACHE := $(CURDIR)/.cache/u2net
 
-.PHONY: run test install install-dev models clean
+.PHONY: run test install install-dev models browser clean
 
 run: install
-	$(PY) -m pipeline --help
+	$(PY) app.py
 
-test: install-dev models
+test: install-dev models browser
 	$(PY) -m pytest
 
 install: $(VENV)/.installed
@@ -29,10 +29,16 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 	touch $@
 
 # The real u2netp mask model, offline (see tests/provision_u2netp.py).
-models: $(U2NET_HOME)/u2netp.onnx
+models: $(U2NET_CACHE)/u2netp.onnx
 
-$(U2NET_HOME)/u2netp.onnx: | $(VENV)/bin/python
-	$(PY) tests/provision_u2netp.py $(U2NET_HOME)
+$(U2NET_CACHE)/u2netp.onnx: | $(VENV)/bin/python
+	$(PY) tests/provision_u2netp.py $(U2NET_CACHE)
+
+# Debian's chromium for the browser tests (playwright drives it; it never downloads a browser of its own).
+# Without root the browser tests are skipped, except under CI, where they must run.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq chromium >/dev/null; } || echo "chromium could not be installed: browser tests will skip"
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

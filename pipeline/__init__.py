@@ -5,10 +5,11 @@
 
     request = BgReplaceRequest(image=Path("bottle.jpg"), ref_image=Path("jungle.jpg"),
                                prompt="perfume bottle on a mossy rock in a jungle")
-    result = generate(request)            # model set from BACKDROP_MODEL_SET, default "sdxl"
+    result = generate(request)            # local; model set from BACKDROP_MODEL_SET, default "sdxl"
+    result = generate(request, backend="hosted")   # the hosted API, key from SEGMIND_API_KEY
     result.images[0].save("out.png")
 
-The UI (app.py), the CLI (python -m pipeline) and the REST endpoint are thin adapters over this API.
+The UI (app.py) and the CLI (python -m pipeline) are thin adapters over this API.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .result import BgReplaceResult, Intermediates, Progress
 from .schedulers import SCHEDULER_NAMES
 
 __all__ = [
+    "BACKENDS",
     "FIELDS",
     "MODEL_SETS",
     "SCHEDULER_NAMES",
@@ -45,8 +47,26 @@ def default_model_set() -> str:
     return os.environ.get("BACKDROP_MODEL_SET") or "sdxl"
 
 
-def generate(request: BgReplaceRequest, *, model_set: str | None = None, **kwargs) -> BgReplaceResult:
-    """Run ``request`` on this machine (see ``local.generate_local`` for progress and cancel hooks)."""
+BACKENDS = ("local", "hosted")
+
+
+def generate(
+    request: BgReplaceRequest,
+    *,
+    backend: str = "local",
+    model_set: str | None = None,
+    api_key: str | None = None,
+    **hooks,
+) -> BgReplaceResult:
+    """Run ``request`` on this machine (``backend="local"``) or on the hosted API (``"hosted"``, key from
+    ``api_key`` or SEGMIND_API_KEY). ``hooks``: ``on_progress``, ``should_cancel``, and for local runs
+    ``models`` (an already loaded ``LoadedModels``)."""
+    if backend == "hosted":
+        from .hosted import generate_hosted
+
+        return generate_hosted(request, api_key=api_key, **hooks)
+    if backend != "local":
+        raise BackdropError(f"{backend!r} is unknown; expected one of {', '.join(BACKENDS)}", field="backend")
     from .local import generate_local
 
-    return generate_local(request, model_set=model_set or default_model_set(), **kwargs)
+    return generate_local(request, model_set=model_set or default_model_set(), **hooks)

@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         default = "" if spec.default is None else f" Default: {spec.default}."
         parser.add_argument(*flags, dest=name, required=spec.required, metavar=_metavar(spec.kind),
                             help=f"{spec.help} Allowed: {spec.allowed()}.{default}")
+    parser.add_argument("--backend", choices=("local", "hosted"), default="local",
+                        help="local (this machine's GPU or CPU) or hosted (the bg-replace API; key from "
+                             "SEGMIND_API_KEY, address from SEGMIND_API_URL). Default: local.")
     parser.add_argument("--model-set", choices=MODEL_SETS, default=os.environ.get("BACKDROP_MODEL_SET") or "sdxl",
                         help="sdxl (real models from the hub) or tiny (random tiny models for tests). "
                              "Default: BACKDROP_MODEL_SET or sdxl.")
@@ -67,6 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("backdrop: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # a bug, not a user mistake: one line unless asked for the trace
+        if os.environ.get("BACKDROP_DEBUG"):
+            raise
+        print(f"backdrop: internal error: {type(error).__name__}: {error} (BACKDROP_DEBUG=1 shows the trace)",
+              file=sys.stderr)
+        return 1
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -81,19 +90,25 @@ def _run(args: argparse.Namespace) -> int:
         values["mask"] = Path(args.mask)
     request = BgReplaceRequest.from_dict(values)
 
-    from .models import load_models
-
     say = _progress_printer(quiet=args.quiet)
-    models = load_models(args.model_set, device=args.device, dtype=args.dtype, memory_mode=args.memory_mode,
-                         on_progress=lambda message: say(Progress("load", 0.0, message)))
-    result = generate(request, models=models, on_progress=say)
+    if args.backend == "hosted":
+        result = generate(request, backend="hosted", on_progress=say)
+    else:
+        from .models import load_models
+
+        models = load_models(args.model_set, device=args.device, dtype=args.dtype, memory_mode=args.memory_mode,
+                             on_progress=lambda message: say(Progress("load", 0.0, message)))
+        result = generate(request, models=models, on_progress=say)
     paths = save_result(result, args.out, stem=Path(args.image).stem)
     _finish_progress(args.quiet)
     for path in paths:
         print(path)
     if not args.quiet:
         seeds = ", ".join(map(str, result.seeds))
-        print(f"backdrop: {len(paths)} image(s), seed(s) {seeds}, {result.timings['total']:.1f} s", file=sys.stderr)
+        credits = result.info.get("remaining_credits")
+        extra = f", {credits:g} credits left" if credits is not None else ""
+        print(f"backdrop: {len(paths)} image(s), seed(s) {seeds}, {result.timings['total']:.1f} s{extra}",
+              file=sys.stderr)
     return 0
 
 

@@ -34,6 +34,20 @@ def resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return Image.fromarray(resized, mode=image.mode)
 
 
+def cover(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """``image`` resized to fill ``size``; a different aspect ratio is centre-cropped, never stretched."""
+    target_ratio, ratio = size[0] / size[1], image.width / image.height
+    if abs(ratio - target_ratio) > 0.01 * target_ratio:
+        if ratio > target_ratio:
+            width = round(image.height * target_ratio)
+            box = ((image.width - width) // 2, 0, (image.width - width) // 2 + width, image.height)
+        else:
+            height = round(image.width / target_ratio)
+            box = (0, (image.height - height) // 2, image.width, (image.height - height) // 2 + height)
+        image = image.crop(box)
+    return resize(image, size)
+
+
 def composite_product(product: Image.Image, alpha: Image.Image, background: Image.Image) -> Image.Image:
     """The product (its own pixels, at its own size) laid over ``background`` through the soft ``alpha``.
 
@@ -43,7 +57,7 @@ def composite_product(product: Image.Image, alpha: Image.Image, background: Imag
     """
     rgb = np.asarray(product.convert("RGB"))
     weights = np.asarray(alpha.convert("L"))
-    new_background = np.asarray(resize(background.convert("RGB"), product.size))
+    new_background = np.asarray(cover(background.convert("RGB"), product.size))
     foreground = _decontaminated(rgb, weights)
     a = weights.astype(np.uint16)[..., None]
     blended = (foreground.astype(np.uint16) * a + new_background.astype(np.uint16) * (255 - a) + 127) // 255

@@ -2,62 +2,18 @@
 
 from __future__ import annotations
 
-import secrets
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image
 
-from .compose import composite_product, generation_size, resize
-from .edges import subject_canny
 from .errors import BackdropError, GenerationCancelled
 from .images import to_rgb
-from .masking import inpaint_mask, refine_alpha, subject_alpha
 from .models import LoadedModels, load_models
-from .request import MAX_SEED, BgReplaceRequest
+from .prepare import PreparedInputs, compose_output, prepare_inputs, resolve_seeds
+from .request import BgReplaceRequest
 from .result import BgReplaceResult, CancelCheck, Intermediates, Progress, ProgressCallback
 from .schedulers import make_scheduler
-
-
-@dataclass(frozen=True)
-class PreparedInputs:
-    """Everything the generator needs that depends only on the images and masking options."""
-
-    product: Image.Image  # RGB, input size (transparency flattened onto white)
-    alpha: Image.Image  # L, input size, after grow/feather
-    mask_source: str
-    size: tuple[int, int]  # generation (width, height)
-    image: Image.Image  # RGB, generation size
-    alpha_small: Image.Image  # L, generation size
-    inpaint_mask: Image.Image  # L, generation size
-    canny: Image.Image  # RGB, generation size
-
-
-def resolve_seeds(seed: int, samples: int) -> list[int]:
-    """-1 draws a random seed; sample i uses seed + i, so each image can be remade on its own."""
-    if seed == -1:
-        seed = secrets.randbelow(MAX_SEED + 1)
-    return [(seed + i) % (MAX_SEED + 1) for i in range(samples)]
-
-
-def prepare_inputs(request: BgReplaceRequest, native_resolution: int) -> PreparedInputs:
-    product = to_rgb(request.image)
-    raw_alpha, source = subject_alpha(request.image, mask_model=request.mask_model, user_mask=request.mask)
-    alpha = refine_alpha(raw_alpha, grow=request.mask_grow, feather=request.mask_feather)
-    size = generation_size(*product.size, side=request.resolution or native_resolution)
-    image_small, alpha_small = resize(product, size), resize(alpha, size)
-    halo = max(1, round(max(size) / 256))  # ~4 px at 1024: covers the soft edge at generation scale
-    return PreparedInputs(
-        product=product,
-        alpha=alpha,
-        mask_source=source,
-        size=size,
-        image=image_small,
-        alpha_small=alpha_small,
-        inpaint_mask=inpaint_mask(alpha_small, halo=halo),
-        canny=subject_canny(image_small, alpha_small, low=request.canny_low, high=request.canny_high),
-    )
 
 
 def generate_local(
@@ -89,7 +45,7 @@ def generate_local(
 
     stage_start = time.perf_counter()
     report(Progress("compose", 0.0, "Laying the product back over the new background"))
-    images = tuple(_compose(request, prepared, background) for background in backgrounds)
+    images = tuple(compose_output(request, prepared, background) for background in backgrounds)
     timings["compose"] = time.perf_counter() - stage_start
     timings["total"] = time.perf_counter() - started
     report(Progress("compose", 1.0, "Done"))
@@ -111,12 +67,6 @@ def generate_local(
             backgrounds=tuple(backgrounds),
         ),
     )
-
-
-def _compose(request: BgReplaceRequest, prepared: PreparedInputs, background: Image.Image) -> Image.Image:
-    if request.output_size == "generation":
-        return composite_product(prepared.image, prepared.alpha_small, background)
-    return composite_product(prepared.product, prepared.alpha, background)
 
 
 def _denoise(

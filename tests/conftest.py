@@ -41,7 +41,7 @@ def bottle():
 
 @pytest.fixture(scope="session")
 def reference():
-    return reference_scene("jungle")
+    return reference_scene("jungle", 256, 256)
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ def photo_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("photos")
     photo, _ = perfume_bottle(720, 480)
     photo.save(folder / "bottle.jpg", quality=95)
-    reference_scene("wood").save(folder / "wood.png")
+    reference_scene("wood", 256, 256).save(folder / "wood.png")
     return folder / "bottle.jpg", folder / "wood.png"
 
 

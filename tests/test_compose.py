@@ -35,3 +35,13 @@ def test_solid_product_pixels_are_exact_and_no_backdrop_fringe_survives():
     edge = (a > 0) & (a < 255)
     product_max = np.asarray(photo)[a == 255].max(axis=0)
     assert (out[edge] <= np.maximum(product_max, (0, 160, 0)) + 1).all()
+
+
+def test_a_background_of_another_shape_is_cropped_not_stretched():
+    from pipeline.compose import cover
+
+    square = Image.new("RGB", (100, 100), (255, 0, 0))
+    square.paste((0, 0, 255), (0, 0, 100, 25))  # a blue band across the top quarter
+    wide = np.asarray(cover(square, (200, 100)))
+    assert wide.shape == (100, 200, 3)
+    assert (wide[0, :, 2] < 50).all()  # the crop kept the middle: the band is gone, not squashed

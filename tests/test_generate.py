@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline import SCHEDULER_NAMES, generate
-from pipeline.local import resolve_seeds
+from pipeline.prepare import resolve_seeds
 from scenes import perfume_bottle
 
 
@@ -53,8 +53,8 @@ def test_conditioning_weights_change_the_output(tiny_models, make_request, field
 def test_reference_image_steers_the_output(tiny_models, make_request):
     from scenes import reference_scene
 
-    jungle = run(tiny_models, make_request(ref_image=reference_scene("jungle")))
-    marble = run(tiny_models, make_request(ref_image=reference_scene("marble")))
+    jungle = run(tiny_models, make_request(ref_image=reference_scene("jungle", 256, 256)))
+    marble = run(tiny_models, make_request(ref_image=reference_scene("marble", 256, 256)))
     assert np.abs(pixels(jungle.images[0]) - pixels(marble.images[0])).mean() > 0.5
 
 

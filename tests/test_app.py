@@ -1,0 +1,203 @@
+"""The studio (app.py) driven as its users drive it: gradio_client by keyword, and a real browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory, u2netp_home, tiny_models):
+    import app
+
+    output_dir = tmp_path_factory.mktemp("outputs")
+    demo = app.build_demo(model_set="tiny", output_dir=output_dir)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                allowed_paths=[str(output_dir)])
+    yield f"http://127.0.0.1:{port}/", output_dir
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(studio):
+    from gradio_client import Client
+
+    return Client(studio[0], verbose=False)
+
+
+def test_generate_by_keyword_returns_samples_images_first(client, studio):
+    from gradio_client import handle_file
+
+    gallery, before_after, intermediates, summary = client.predict(
+        image=handle_file(str(ROOT / "assets" / "product-ring.jpg")),
+        ref_image=handle_file(str(ROOT / "assets" / "scene-marble.jpg")),
+        prompt="gold ring on marble", samples=3, scheduler="Euler", num_inference_steps=20, seed=11,
+        mask_model="u2netp", resolution=64, api_key="sk-never-saved", api_name="/generate",
+    )
+    assert len(gallery) == 3
+    assert [item["caption"] for item in gallery] == ["seed 11", "seed 12", "seed 13"]
+    assert len(before_after) == 2 and len(intermediates) == 3
+    assert "11, 12, 13" in summary
+    saved = sorted(studio[1].glob("*.jpg"))
+    assert len(saved) >= 3
+    sidecar = json.loads(saved[0].with_suffix(".json").read_text())
+    assert sidecar["request"]["prompt"] == "gold ring on marble" and sidecar["info"]["model_set"] == "tiny"
+    assert not any(b"sk-never-saved" in path.read_bytes() for path in studio[1].iterdir())
+
+
+def test_cancel_stops_a_running_generation(studio, tiny_models):
+    import gradio as gr
+
+    import app
+
+    class Session:
+        session_hash = "cancel-test"
+
+    calls = []
+
+    def progress(fraction, desc=None):  # stands in for gr.Progress: press Cancel once denoising runs
+        calls.append(desc)
+        if desc and desc.startswith("Step"):
+            app.cancel(Session())
+
+    studio_state = app.Studio("tiny", studio[1])
+    with pytest.raises(gr.Error, match="Generation cancelled"):
+        studio_state.generate(str(ROOT / "assets" / "product-ring.jpg"), str(ROOT / "assets" / "scene-marble.jpg"),
+                              "ring", scheduler="Euler", num_inference_steps=20, mask_model="u2netp", resolution=64,
+                              request=Session(), progress=progress)
+    assert sum(1 for desc in calls if desc and desc.startswith("Step")) == 1
+
+
+def test_library_errors_reach_the_client_as_their_message(client):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    images = dict(image=handle_file(str(ROOT / "assets" / "product-ring.jpg")),
+                  ref_image=handle_file(str(ROOT / "assets" / "scene-marble.jpg")))
+    with pytest.raises(AppError, match="canny_low: 220 is above canny_high"):
+        client.predict(**images, prompt="ring", canny_low=220, canny_high=100, api_name="/generate")
+    with pytest.raises(AppError, match="prompt: must not be empty"):
+        client.predict(**images, prompt="   ", api_name="/generate")
+    with pytest.raises(AppError, match="greater than maximum value 1"):  # the slider's own range check
+        client.predict(**images, prompt="ring", cn_weight=3.0, api_name="/generate")
+    with pytest.raises(AppError, match="image: upload a product photo"):
+        client.predict(image=None, ref_image=None, prompt="ring", api_name="/generate")
+
+
+def test_app_starts_in_seconds_without_loading_models(tmp_path):
+    port = free_port()
+    env = os.environ | {"BACKDROP_OUTPUT_DIR": str(tmp_path)}
+    started = time.monotonic()
+    server = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--model-set", "sdxl"], cwd=ROOT,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        while time.monotonic() - started < 60:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as reply:
+                    assert reply.status == 200
+                    break
+            except OSError:
+                time.sleep(0.2)
+        ready = time.monotonic() - started
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=20)[0]
+    assert ready < 30, output  # seconds, not the minutes a model load takes (sdxl cannot even download here)
+    assert "Loading the" not in output
+
+
+# --- a real browser ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail("CI must have Debian's chromium: `make test` installs it with apt")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
+        )
+        yield browser
+        browser.close()
+
+
+def open_studio(browser, url):
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(url)
+    page.locator("#generate").wait_for(timeout=30_000)
+    return page
+
+
+def fill_inputs(page, prompt: str) -> None:
+    page.locator("#image input[type=file]").set_input_files(str(ROOT / "assets" / "product-perfume.jpg"))
+    page.locator("#ref_image input[type=file]").set_input_files(str(ROOT / "assets" / "scene-jungle.jpg"))
+    page.locator("#prompt textarea").fill(prompt)
+    page.get_by_text("Advanced settings").click()
+    set_number(page, "samples", "2")
+    set_number(page, "num_inference_steps", "20")
+    set_number(page, "resolution", "64")
+    choose(page, "mask_model", "u2netp")
+    choose(page, "scheduler", "Euler")
+
+
+def set_number(page, elem_id: str, value: str) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(value)
+    box.press("Enter")
+
+
+def choose(page, elem_id: str, option: str) -> None:
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_browser_generates_and_shows_gallery_and_slider(browser, studio):
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = open_studio(browser, studio[0])
+    fill_inputs(page, "perfume bottle on a mossy rock in a jungle")
+    page.locator("#generate").click()
+    expect(page.locator("#gallery .thumbnail-item")).to_have_count(2, timeout=120_000)
+    expect(page.locator("#slider img").first).to_be_visible(timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "studio-generated.png"), full_page=True)
+
+
+def test_browser_missing_prompt_shows_an_error_and_the_next_run_works(browser, studio):
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = open_studio(browser, studio[0])
+    fill_inputs(page, "")
+    page.locator("#generate").click()
+    toast = page.locator(".toast-body").filter(has_text="prompt: must not be empty")
+    expect(toast).to_be_visible(timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "studio-error.png"), full_page=True)
+    page.locator("#prompt textarea").fill("perfume bottle in a jungle")
+    page.locator("#generate").click()
+    expect(page.locator("#gallery .thumbnail-item")).to_have_count(2, timeout=120_000)
+    page.screenshot(path=str(ARTIFACTS / "studio-recovered.png"), full_page=True)
