@@ -201,3 +201,23 @@ def test_browser_missing_prompt_shows_an_error_and_the_next_run_works(browser, s
     page.locator("#generate").click()
     expect(page.locator("#gallery .thumbnail-item")).to_have_count(2, timeout=120_000)
     page.screenshot(path=str(ARTIFACTS / "studio-recovered.png"), full_page=True)
+
+
+def test_browser_hosted_toggle_gets_an_image_and_shows_credits(browser, studio, monkeypatch):
+    from playwright.sync_api import expect
+
+    from fake_segmind import FakeSegmind
+
+    with FakeSegmind(api_key="ui-key") as service:
+        monkeypatch.setenv("SEGMIND_API_URL", service.url)
+        monkeypatch.delenv("SEGMIND_API_KEY", raising=False)
+        page = open_studio(browser, studio[0])
+        fill_inputs(page, "perfume bottle in a jungle")
+        page.locator("#backend").get_by_text("Hosted API").click()
+        page.locator("#api_key input").fill("ui-key")
+        page.locator("#generate").click()
+        expect(page.locator("#gallery .thumbnail-item")).to_have_count(2, timeout=120_000)
+        expect(page.locator("#summary")).to_contain_text("credits left: 98", timeout=10_000)
+        page.screenshot(path=str(ARTIFACTS / "studio-hosted.png"), full_page=True)
+        assert len(service.requests) == 2
+        assert all(seen["headers"]["x-api-key"] == "ui-key" for seen in service.requests)
