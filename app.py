@@ -19,6 +19,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import gradio as gr  # noqa: E402
 
 from pipeline import FIELDS, BackdropError, BgReplaceRequest, GenerationCancelled, Progress, default_model_set  # noqa: E402
+from pipeline.queue import gpu_queue  # noqa: E402
+from pipeline.rest import mount_rest  # noqa: E402
 from pipeline.schedulers import SECOND_ORDER  # noqa: E402
 
 log = logging.getLogger("backdrop.app")
@@ -122,7 +124,8 @@ class Studio:
         if hosted:
             return generate(built, backend="hosted", api_key=api_key or None, on_progress=on_progress,
                             should_cancel=should_cancel)
-        return generate(built, model_set=self.model_set, on_progress=on_progress, should_cancel=should_cancel)
+        with gpu_queue.slot():  # the same line as REST requests: one generation on the device at a time
+            return generate(built, model_set=self.model_set, on_progress=on_progress, should_cancel=should_cancel)
 
     def _present(self, built: BgReplaceRequest, result: Any) -> tuple:
         from pipeline.outputs import save_result
@@ -273,6 +276,19 @@ def build_demo(model_set: str | None = None, output_dir: Path | str | None = Non
     return demo
 
 
+def launch_studio(
+    *, host: str = "127.0.0.1", port: int = 7860, model_set: str | None = None, output_dir: Path | str = "outputs",
+    share: bool = False, quiet: bool = False,
+) -> gr.Blocks:
+    """Start the studio and its REST endpoint (``/v1``) on one server without blocking; return the Blocks."""
+    output_dir = Path(output_dir).resolve()
+    demo = build_demo(model_set=model_set, output_dir=output_dir)
+    demo.launch(server_name=host, server_port=port, share=share, allowed_paths=[str(output_dir)],
+                prevent_thread_lock=True, quiet=quiet)
+    mount_rest(demo.server_app, model_set=demo.studio.model_set, queue=gpu_queue, host=host)
+    return demo
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Backdrop studio")
     parser.add_argument("--host", default=os.environ.get("BACKDROP_HOST", "127.0.0.1"))
@@ -282,9 +298,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--share", action="store_true", help="Also serve on a public gradio.live link.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    output_dir = Path(args.output_dir).resolve()
-    demo = build_demo(model_set=args.model_set, output_dir=output_dir)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, allowed_paths=[str(output_dir)])
+    demo = launch_studio(host=args.host, port=args.port, model_set=args.model_set, output_dir=args.output_dir,
+                         share=args.share)
+    print(f"REST endpoint: POST http://{args.host}:{args.port}/v1/bg-replace (docs at /v1/docs)", flush=True)
+    demo.block_thread()
 
 
 if __name__ == "__main__":

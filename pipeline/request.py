@@ -59,7 +59,8 @@ class FieldSpec:
 
     def coerce(self, value: Any) -> Any:
         """Return ``value`` in this field's type, or raise ``BackdropError`` naming the field."""
-        if value is None or (self.optional and isinstance(value, str) and not value.strip()):
+        blank = isinstance(value, str) and not value.strip() and (self.optional or self.kind == "image")
+        if value is None or blank:
             if self.required:
                 raise BackdropError(f"is required; expected {self.allowed()}", field=self.name)
             return self.default  # null means "the default", as in a JSON body that spells out every key

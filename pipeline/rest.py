@@ -1,0 +1,221 @@
+"""A bg-replace-compatible REST endpoint: ``POST /v1/bg-replace`` and ``GET /v1/health``.
+
+Teams move off the hosted service by changing one URL. The body is the hosted API's JSON (plus
+Backdrop's own options); generation waits in the same GPU line as the studio.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import logging
+import os
+import time
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .errors import BackdropError
+from .fetch import fetch_image_url
+from .images import encode_image
+from .queue import GenerationQueue, QueueFull
+from .request import FIELDS, IMAGE_FIELDS, BgReplaceRequest
+from .result import BgReplaceResult
+
+log = logging.getLogger("backdrop.rest")
+
+DEFAULT_MAX_BODY_MB = 64  # two 20 MB photos, base64-encoded, with room to spare
+RETRY_AFTER_SECONDS = 15
+MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png"}
+
+
+def api_keys() -> set[str]:
+    """BACKDROP_API_KEYS: comma-separated keys; when set, every request needs one in ``x-api-key``."""
+    return {key.strip() for key in os.environ.get("BACKDROP_API_KEYS", "").split(",") if key.strip()}
+
+
+def max_body_bytes() -> int:
+    raw = os.environ.get("BACKDROP_MAX_BODY_MB", "")
+    megabytes = float(raw) if raw.replace(".", "", 1).isdigit() else DEFAULT_MAX_BODY_MB
+    return int(megabytes * 1024 * 1024)
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else None
+    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+
+
+def create_rest_app(*, model_set: str, queue: GenerationQueue) -> FastAPI:
+    """The ``/v1`` application, to be mounted on the studio's server (its docs are at ``/v1/docs``)."""
+    api = FastAPI(
+        title="Backdrop REST API",
+        version="1",
+        description="A self-hosted, drop-in replacement for the hosted bg-replace API.",
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+        redoc_url=None,
+    )
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return _error(error.status_code, str(error.detail))
+
+    @api.post("/bg-replace", summary="Replace a product photo's background",
+              responses=_DOCUMENTED_RESPONSES, openapi_extra={"requestBody": _request_body_schema()})
+    async def bg_replace(request: Request) -> Response:
+        request_id = uuid.uuid4().hex[:12]
+        started = time.perf_counter()
+        try:
+            _check_key(request)
+            fields = await _read_json(request)
+            result = await run_in_threadpool(_generate, fields, model_set, queue)
+        except QueueFull as busy:
+            return _error(503, str(busy))
+        except BackdropError as error:
+            return _error(error.http_status, str(error), **({"field": error.field} if error.field else {}))
+        except Exception:
+            log.exception("request %s failed", request_id)
+            return _error(500, "internal error; the server log has the details", request_id=request_id)
+        return _reply(result, time.perf_counter() - started, request_id)
+
+    @api.api_route("/bg-replace", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    async def wrong_method(request: Request) -> JSONResponse:
+        response = _error(405, f"{request.method} is not allowed here; use POST with a JSON body")
+        response.headers["Allow"] = "POST"
+        return response
+
+    @api.get("/health", summary="Device, model set, loaded models and queue length")
+    async def health() -> dict[str, Any]:
+        from .models import loaded_model_sets
+
+        loaded = loaded_model_sets()
+        return {"status": "ok", "device": _device(), "model_set": model_set,
+                "models_loaded": any(entry["model_set"] == model_set for entry in loaded),
+                "loaded": loaded, "queue": queue.stats()}
+
+    return api
+
+
+def mount_rest(server_app: Any, *, model_set: str, queue: GenerationQueue, host: str = "127.0.0.1") -> FastAPI:
+    """Mount the REST app at ``/v1`` on a running studio's FastAPI app; warn if it is open without keys."""
+    api = create_rest_app(model_set=model_set, queue=queue)
+    server_app.mount("/v1", api)
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_keys():
+        log.warning("the REST endpoint listens on %s without BACKDROP_API_KEYS: anyone who can reach it can "
+                    "use your GPU; set BACKDROP_API_KEYS=key1,key2 to require a key", host)
+    return api
+
+
+def _check_key(request: Request) -> None:
+    keys = api_keys()
+    if not keys:
+        return
+    given = request.headers.get("x-api-key", "")
+    if not any(hmac.compare_digest(given.encode(), key.encode()) for key in keys):
+        raise _Unauthorized("missing or wrong x-api-key header" if given else "missing x-api-key header")
+
+
+class _Unauthorized(BackdropError):
+    http_status = 401
+
+
+class _TooLarge(BackdropError):
+    http_status = 413
+
+
+async def _read_json(request: Request) -> dict[str, Any]:
+    limit = max_body_bytes()
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _TooLarge(f"the body is {int(declared) / 1e6:.1f} MB; the limit is {limit / 1e6:.1f} MB")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _TooLarge(f"the body is over the {limit / 1e6:.1f} MB limit")
+    try:
+        data = json.loads(bytes(body).decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BackdropError("the body is not UTF-8 text; send JSON") from None
+    except ValueError as exc:
+        raise BackdropError(f"the body is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise BackdropError(f"the body must be a JSON object, not {type(data).__name__}")
+    return data
+
+
+def _generate(fields: dict[str, Any], model_set: str, queue: GenerationQueue) -> BgReplaceResult:
+    """Blocking work, run in a worker thread: fetch URL images, validate, wait for the GPU, generate."""
+    from . import generate
+
+    for name in IMAGE_FIELDS:
+        value = fields.get(name)
+        if isinstance(value, str) and value.strip().lower().startswith(("http://", "https://")):
+            fields[name] = fetch_image_url(value.strip(), field=name)
+    request = BgReplaceRequest.from_dict(fields)
+    with queue.slot():
+        return generate(request, model_set=model_set)
+
+
+def _reply(result: BgReplaceResult, seconds: float, request_id: str) -> Response:
+    image_format = result.request.output_format
+    encoded = [encode_image(image, image_format) for image in result.images]
+    headers = {"x-seeds": ",".join(map(str, result.seeds)), "x-inference-time": f"{seconds:.3f}",
+               "x-request-id": request_id}
+    if len(encoded) == 1 and not result.request.base64:
+        return Response(encoded[0], media_type=MEDIA_TYPES[image_format], headers=headers)
+    images = [base64.b64encode(data).decode("ascii") for data in encoded]
+    # Several images never come back as one JPEG with the rest silently dropped: JSON carries them all.
+    return JSONResponse({"image": images[0], "images": images, "seeds": list(result.seeds)}, headers=headers)
+
+
+def _device() -> str:
+    try:
+        from .models import resolve_runtime
+
+        return resolve_runtime().device
+    except BackdropError as error:
+        return f"unavailable: {error}"
+
+
+def _request_body_schema() -> dict[str, Any]:
+    """The JSON body as an OpenAPI schema, built from the same field specs that validate it."""
+    types = {"int": "integer", "float": "number", "bool": "boolean", "str": "string", "choice": "string",
+             "image": "string"}
+    properties = {}
+    for name, spec in FIELDS.items():
+        schema: dict[str, Any] = {"type": types[spec.kind], "description": spec.help}
+        if spec.kind == "image":
+            schema["description"] += " Base64 (a data: prefix is fine) or, where the server allows it, an http(s) URL."
+        if spec.minimum is not None:
+            schema |= {"minimum": spec.minimum, "maximum": spec.maximum}
+        if spec.choices:
+            schema["enum"] = list(spec.choices)
+        if not spec.required:
+            schema["default"] = spec.default
+        if spec.optional:
+            schema["nullable"] = True
+        properties[name] = schema
+    required = [name for name, spec in FIELDS.items() if spec.required]
+    example = {"image": "<base64 JPEG or PNG>", "ref_image": "<base64 JPEG or PNG>",
+               "prompt": "perfume bottle on a mossy rock in a jungle", "samples": 1, "seed": 42, "base64": False}
+    schema = {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+    return {"required": True, "content": {"application/json": {"schema": schema, "example": example}}}
+
+
+_DOCUMENTED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "One image (image/jpeg or image/png) when samples is 1 and base64 is false; otherwise "
+                         'JSON {"image": <base64 of the first>, "images": [...], "seeds": [...]}. Headers: '
+                         "x-seeds, x-inference-time, x-request-id.",
+          "content": {"image/jpeg": {}, "image/png": {}, "application/json": {}}},
+    400: {"description": 'A bad field: {"error": "<field>: <what was wrong and what is allowed>", "field": ...}'},
+    401: {"description": "BACKDROP_API_KEYS is set and x-api-key is missing or wrong."},
+    413: {"description": "The body is over BACKDROP_MAX_BODY_MB (64 MB by default)."},
+    500: {"description": "An unexpected failure; the reply carries a request_id to find it in the server log."},
+    503: {"description": "The queue is full (Retry-After says when to come back), or a model could not load."},
+}
