@@ -19,7 +19,7 @@ from PIL import Image
 
 from .errors import BackdropError, GenerationCancelled
 from .images import decode_image_bytes, encode_image
-from .prepare import PreparedInputs, compose_output, prepare_inputs, resolve_seeds
+from .prepare import PreparedInputs, Reuse, compose_output, resolve_seeds
 from .request import HOSTED_FIELDS, BgReplaceRequest
 from .result import BgReplaceResult, CancelCheck, Intermediates, Progress, ProgressCallback
 
@@ -113,13 +113,14 @@ def generate_hosted(
     api_key: str | None = None,
     on_progress: ProgressCallback | None = None,
     should_cancel: CancelCheck | None = None,
+    reuse: Reuse | None = None,
 ) -> BgReplaceResult:
     """Send ``request`` to the hosted API (one call per sample, seeds seed, seed+1, ...)."""
     settings = settings or hosted_settings(api_key)
     report = on_progress or (lambda progress: None)
     started = time.perf_counter()
     report(Progress("mask", 0.0, "Finding the product"))
-    prepared = prepare_inputs(request, HOSTED_SIDE)
+    prepared = (reuse or Reuse()).prepare(request, HOSTED_SIDE)
     timings = {"prepare": time.perf_counter() - started}
 
     seeds = resolve_seeds(request.seed, request.samples)

@@ -10,7 +10,7 @@ from PIL import Image
 from .errors import BackdropError, GenerationCancelled
 from .images import to_rgb
 from .models import LoadedModels, load_models
-from .prepare import PreparedInputs, compose_output, prepare_inputs, resolve_seeds
+from .prepare import PreparedInputs, Reuse, compose_output, resolve_seeds
 from .request import BgReplaceRequest
 from .result import BgReplaceResult, CancelCheck, Intermediates, Progress, ProgressCallback
 from .schedulers import make_scheduler
@@ -23,9 +23,15 @@ def generate_local(
     model_set: str = "sdxl",
     on_progress: ProgressCallback | None = None,
     should_cancel: CancelCheck | None = None,
+    reuse: Reuse | None = None,
 ) -> BgReplaceResult:
-    """Run ``request`` on this machine and return the composited images at the requested size."""
+    """Run ``request`` on this machine and return the composited images at the requested size.
+
+    ``reuse`` carries the mask, canny map and prompt and reference embeddings from request to request
+    (sweeps pass one); without it each request computes its own, once for all its samples.
+    """
     report = on_progress or (lambda progress: None)
+    reuse = reuse if reuse is not None else Reuse()
     timings: dict[str, float] = {}
     started = time.perf_counter()
     if models is None:
@@ -35,12 +41,12 @@ def generate_local(
 
     stage_start = time.perf_counter()
     report(Progress("mask", 0.0, "Finding the product"))
-    prepared = prepare_inputs(request, models.spec.native_resolution)
+    prepared = reuse.prepare(request, models.spec.native_resolution)
     timings["prepare"] = time.perf_counter() - stage_start
 
     seeds = resolve_seeds(request.seed, request.samples)
     stage_start = time.perf_counter()
-    backgrounds = _denoise(models, request, prepared, seeds, report, should_cancel)
+    backgrounds = _denoise(models, request, prepared, seeds, report, should_cancel, reuse)
     timings["generate"] = time.perf_counter() - stage_start
 
     stage_start = time.perf_counter()
@@ -76,6 +82,7 @@ def _denoise(
     seeds: list[int],
     report: ProgressCallback,
     should_cancel: CancelCheck | None,
+    reuse: Reuse,
 ) -> list[Image.Image]:
     import torch
 
@@ -94,14 +101,14 @@ def _denoise(
         # CPU generators: the same seed gives the same noise on any device.
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         report(Progress("denoise", 0.0, f"Generating {len(seeds)} image(s) at {prepared.size[0]}x{prepared.size[1]}"))
+        do_cfg = request.guidance_scale > 1  # diffusers skips the unconditional pass at guidance 1
         try:
             output = pipe(
-                prompt=request.prompt,
-                negative_prompt=request.negative_prompt,
+                **_prompt_embeddings(pipe, request, do_cfg, reuse),
+                ip_adapter_image_embeds=_reference_embeddings(pipe, request, do_cfg, reuse),
                 image=prepared.image,
                 mask_image=prepared.inpaint_mask,
                 control_image=prepared.canny,
-                ip_adapter_image=to_rgb(request.ref_image),
                 width=prepared.size[0],
                 height=prepared.size[1],
                 strength=request.strength,
@@ -120,6 +127,33 @@ def _denoise(
                 "try fewer samples, a smaller resolution, or BACKDROP_MEMORY_MODE=model (or sequential)"
             ) from None
     return list(output.images)
+
+
+def _prompt_embeddings(pipe: Any, request: BgReplaceRequest, do_cfg: bool, reuse: Reuse) -> dict[str, Any]:
+    """Both text encoders' outputs for one image; the pipeline repeats them for every sample."""
+    key = (request.prompt, request.negative_prompt, do_cfg)
+    if key not in reuse.prompts:
+        reuse.counts["prompt"] += 1
+        embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
+            prompt=request.prompt, negative_prompt=request.negative_prompt, device=pipe._execution_device,
+            num_images_per_prompt=1, do_classifier_free_guidance=do_cfg,
+        )
+        reuse.prompts[key] = {"prompt_embeds": embeds, "negative_prompt_embeds": negative,
+                              "pooled_prompt_embeds": pooled, "negative_pooled_prompt_embeds": negative_pooled}
+    return reuse.prompts[key]
+
+
+def _reference_embeddings(pipe: Any, request: BgReplaceRequest, do_cfg: bool, reuse: Reuse) -> list[Any]:
+    """The IP-Adapter's image-encoder output for the reference, for one image (repeated per sample)."""
+    key = (id(request.ref_image), do_cfg)
+    if key not in reuse.image_embeds:
+        reuse.counts["image_embeds"] += 1
+        embeds = pipe.prepare_ip_adapter_image_embeds(
+            ip_adapter_image=to_rgb(request.ref_image), ip_adapter_image_embeds=None,
+            device=pipe._execution_device, num_images_per_prompt=1, do_classifier_free_guidance=do_cfg,
+        )
+        reuse.image_embeds[key] = (request.ref_image, embeds)
+    return reuse.image_embeds[key][1]
 
 
 def _free_device_memory() -> None:

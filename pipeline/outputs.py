@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .images import encode_image
+from .metadata import encode_with_metadata
 from .result import BgReplaceResult
 
 EXTENSIONS = {"jpeg": ".jpg", "png": ".png"}
@@ -31,16 +31,17 @@ def write_atomically(path: Path, data: bytes) -> None:
 def save_result(result: BgReplaceResult, out_dir: Path, stem: str = "backdrop") -> list[Path]:
     """Save every image as ``<stem>_<seed>.<ext>`` plus a ``.json`` sidecar; return the image paths.
 
-    The sidecar holds the full request settings, every seed, this image's seed, the model ids and the
-    timings: enough to make the image again. A name already taken gets a numeric suffix instead of being
-    overwritten.
+    The settings (the full request, every seed, this image's seed, the model ids and the timings: enough
+    to make the image again) go both into the image itself (PNG text chunk or JPEG comment) and into the
+    sidecar. A name already taken gets a numeric suffix instead of being overwritten.
     """
     image_format = result.request.output_format
     paths = []
     for index, image in enumerate(result.images):
         path = _free_path(Path(out_dir) / f"{stem}_{result.seeds[index]}{EXTENSIONS[image_format]}")
-        write_atomically(path, encode_image(image, image_format))
-        sidecar = json.dumps(result.metadata(index), indent=2, ensure_ascii=False) + "\n"
+        metadata = result.metadata(index)
+        write_atomically(path, encode_with_metadata(image, image_format, metadata))
+        sidecar = json.dumps(metadata, indent=2, ensure_ascii=False) + "\n"
         write_atomically(path.with_suffix(".json"), sidecar.encode("utf-8"))
         paths.append(path)
     return paths

@@ -4,7 +4,8 @@ map; and after it: the product laid back over each new background."""
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from PIL import Image
 
@@ -53,6 +54,28 @@ def prepare_inputs(request: BgReplaceRequest, native_resolution: int) -> Prepare
         inpaint_mask=inpaint_mask(alpha_small, halo=halo),
         canny=subject_canny(image_small, alpha_small, low=request.canny_low, high=request.canny_high),
     )
+
+
+@dataclass
+class Reuse:
+    """Work that a run of related requests (a sweep, A/B, the cells of a grid) shares instead of redoing.
+
+    Keys hold the very image objects they were made from (a sweep's requests share them), so an entry can
+    never be mistaken for another image's. ``counts`` says how often each piece was really computed.
+    """
+
+    prepared: dict[tuple, tuple[Any, PreparedInputs]] = field(default_factory=dict)
+    prompts: dict[tuple, dict[str, Any]] = field(default_factory=dict)
+    image_embeds: dict[tuple, tuple[Any, list[Any]]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=lambda: {"prepare": 0, "prompt": 0, "image_embeds": 0})
+
+    def prepare(self, request: BgReplaceRequest, native_resolution: int) -> PreparedInputs:
+        key = (id(request.image), id(request.mask), request.mask_model, request.mask_grow, request.mask_feather,
+               request.canny_low, request.canny_high, request.resolution or native_resolution)
+        if key not in self.prepared:
+            self.counts["prepare"] += 1
+            self.prepared[key] = ((request.image, request.mask), prepare_inputs(request, native_resolution))
+        return self.prepared[key][1]
 
 
 def compose_output(request: BgReplaceRequest, prepared: PreparedInputs, background: Image.Image) -> Image.Image:

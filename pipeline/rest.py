@@ -24,7 +24,7 @@ from .errors import BackdropError
 from .fetch import fetch_image_url
 from .images import encode_image
 from .queue import GenerationQueue, QueueFull
-from .request import FIELDS, IMAGE_FIELDS, BgReplaceRequest
+from .request import FIELDS, HOSTED_FIELDS, IMAGE_FIELDS, BgReplaceRequest
 from .result import BgReplaceResult
 
 log = logging.getLogger("backdrop.rest")
@@ -172,6 +172,23 @@ def _reply(result: BgReplaceResult, seconds: float, request_id: str) -> Response
     images = [base64.b64encode(data).decode("ascii") for data in encoded]
     # Several images never come back as one JPEG with the rest silently dropped: JSON carries them all.
     return JSONResponse({"image": images[0], "images": images, "seeds": list(result.seeds)}, headers=headers)
+
+
+def curl_example(settings: dict[str, Any], url: str, *, hosted: bool) -> str:
+    """A runnable curl command (bash) for ``settings`` against ``url``. The key is read from an
+    environment variable, never written out; the hosted API gets only its own fields."""
+    allowed = HOSTED_FIELDS if hosted else tuple(FIELDS)
+    body = {name: FIELDS[name].coerce(value) for name, value in settings.items()
+            if name in allowed and name not in IMAGE_FIELDS}
+    body = {name: value for name, value in body.items() if value is not None}
+    key = "SEGMIND_API_KEY" if hosted else "BACKDROP_API_KEY"
+    lines = ['"image": "$(base64 -w0 product.jpg)"', '"ref_image": "$(base64 -w0 reference.jpg)"']
+    for name, value in body.items():  # literal text inside the heredoc: escape what the shell would expand
+        text = json.dumps(value, ensure_ascii=False)
+        lines.append(f'"{name}": ' + text.replace("\\", "\\\\").replace("$", "\\$").replace("`", "\\`"))
+    return (f"# Replace product.jpg and reference.jpg with your files; the key comes from ${key}.\n"
+            f"curl -s {url} -H \"Content-Type: application/json\" -H \"x-api-key: ${key}\" \\\n"
+            f"  -o result.jpg --data-binary @- <<EOF\n{{\n  " + ",\n  ".join(lines) + "\n}\nEOF\n")
 
 
 def _device() -> str:

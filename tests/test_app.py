@@ -81,9 +81,10 @@ def test_cancel_stops_a_running_generation(studio, tiny_models):
 
     studio_state = app.Studio("tiny", studio[1])
     with pytest.raises(gr.Error, match="Generation cancelled"):
-        studio_state.generate(str(ROOT / "assets" / "product-ring.jpg"), str(ROOT / "assets" / "scene-marble.jpg"),
-                              "ring", scheduler="Euler", num_inference_steps=20, mask_model="u2netp", resolution=64,
-                              request=Session(), progress=progress)
+        studio_state.generate({"image": str(ROOT / "assets" / "product-ring.jpg"),
+                               "ref_image": str(ROOT / "assets" / "scene-marble.jpg"), "prompt": "ring",
+                               "scheduler": "Euler", "num_inference_steps": 20, "mask_model": "u2netp",
+                               "resolution": 64}, request=Session(), progress=progress)
     assert sum(1 for desc in calls if desc and desc.startswith("Step")) == 1
 
 
@@ -165,9 +166,17 @@ def fill_inputs(page, prompt: str) -> None:
 
 
 def set_number(page, elem_id: str, value: str) -> None:
+    from playwright.sync_api import expect
+
     box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(value)
-    box.press("Enter")
+    box.wait_for(state="visible")
+    for _ in range(3):  # a freshly opened accordion may still re-render its inputs: check the value held
+        box.fill(value)
+        box.press("Tab")
+        page.wait_for_timeout(300)
+        if box.input_value() == value:
+            break
+    expect(box).to_have_value(value)
 
 
 def choose(page, elem_id: str, option: str) -> None:
@@ -221,3 +230,37 @@ def test_browser_hosted_toggle_gets_an_image_and_shows_credits(browser, studio, 
         page.screenshot(path=str(ARTIFACTS / "studio-hosted.png"), full_page=True)
         assert len(service.requests) == 2
         assert all(seen["headers"]["x-api-key"] == "ui-key" for seen in service.requests)
+
+
+def test_compare_and_load_settings_by_api(client, studio):
+    from gradio_client import handle_file
+
+    grid, cells, summary = client.predict(
+        image=handle_file(str(ROOT / "assets" / "product-ring.jpg")),
+        ref_image=handle_file(str(ROOT / "assets" / "scene-marble.jpg")),
+        prompt="gold ring on marble", scheduler="Euler", num_inference_steps=20, seed=21, mask_model="u2netp",
+        resolution=64, mode="Grid", x_axis="cn_weight", x_values="0.2, 0.8", y_axis="none", y_values="",
+        api_name="/compare",
+    )
+    assert [cell["caption"] for cell in cells] == ["0.2", "0.8"] and Path(grid).suffix == ".png"
+    assert "2 cells" in summary
+    restored = client.predict(file=handle_file(cells[1]["image"]), api_name="/load_settings")
+    named = dict(zip(__import__("app").SETTING_INPUTS, restored))
+    assert named["cn_weight"] == 0.8 and named["seed"] == 21 and named["prompt"] == "gold ring on marble"
+    assert named["scheduler"] == "Euler" and named["mask_model"] == "u2netp"
+
+
+def test_browser_compare_tab_runs_a_2x2_sweep(browser, studio):
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = open_studio(browser, studio[0])
+    fill_inputs(page, "perfume bottle in a jungle")
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#x_values textarea, #x_values input").first.fill("0.3, 0.9")
+    page.locator("#y_values textarea, #y_values input").first.fill("0.2, 0.6")
+    page.locator("#compare_run").click()
+    expect(page.locator("#compare_cells .thumbnail-item")).to_have_count(4, timeout=180_000)
+    expect(page.locator("#compare_grid img").first).to_be_visible(timeout=30_000)
+    expect(page.locator("#compare_summary")).to_contain_text("4 cells")
+    page.screenshot(path=str(ARTIFACTS / "studio-compare.png"), full_page=True)
