@@ -97,6 +97,31 @@ def _user_errors(action: str) -> Callable[[Callable[..., Any]], Callable[..., An
     return wrap
 
 
+def _gpu_seconds(request: BgReplaceRequest, *args: Any, **kwargs: Any) -> int:
+    """A ZeroGPU time budget: UNet passes (two per step for second-order samplers) at about 0.3 s each on
+    SDXL at 1024², plus half a minute for loading models and the rest; capped at five minutes."""
+    passes = 2 if request.scheduler in SECOND_ORDER else 1
+    evaluations = request.samples * max(1, int(request.num_inference_steps * request.strength)) * passes
+    return int(min(300, 30 + 0.3 * evaluations))
+
+
+def _gpu_function(function: Callable[..., Any]) -> Callable[..., Any]:
+    """On a Hugging Face ZeroGPU Space (the ``spaces`` package), hold a GPU only while ``function`` runs,
+    for about as long as the request needs; anywhere else, ``function`` itself."""
+    try:
+        import spaces
+    except ImportError:
+        return function
+    return spaces.GPU(duration=_gpu_seconds)(function)
+
+
+@_gpu_function
+def generate_on_gpu(request: BgReplaceRequest, model_set: str, **hooks: Any) -> Any:
+    from pipeline import generate
+
+    return generate(request, model_set=model_set, **hooks)
+
+
 class Studio:
     """The UI's state that outlives one event: which models to run and where results go."""
 
@@ -129,7 +154,7 @@ class Studio:
 
         base = build_request(values)
         hooks = {"on_progress": self._progress(progress), "should_cancel": self._cancel_check(_session(request))}
-        local, hosted = self._runner(values, None, None, backend=BACKENDS[0]), None
+        local = self._runner(values, None, None, backend=BACKENDS[0])
         mode = values["mode"]
         if mode == "Grid":
             y_axis = None if values["y_axis"] in (None, "", "none") else values["y_axis"]
@@ -150,7 +175,7 @@ class Studio:
                                                **hooks)
         else:
             raise BackdropError(f"{mode!r} is unknown; expected one of {', '.join(COMPARE_MODES)}", field="mode")
-        folder = self.output_dir / time.strftime("compare-%Y%m%d-%H%M%S")
+        folder = _new_folder(self.output_dir, time.strftime("compare-%Y%m%d-%H%M%S"))
         grid_path = folder / "grid.png"
         write_atomically(grid_path, _png(comparison.grid))
         cells = []
@@ -171,7 +196,7 @@ class Studio:
         if (backend or values.get("backend")) == BACKENDS[1]:
             return lambda built, **more: generate(built, backend="hosted", api_key=values.get("api_key") or None,
                                                   **(hooks | more))
-        return lambda built, **more: generate(built, model_set=self.model_set, **(hooks | more))
+        return lambda built, **more: generate_on_gpu(built, self.model_set, **(hooks | more))
 
     @staticmethod
     def _device_line(values: dict[str, Any]) -> Any:
@@ -198,6 +223,18 @@ class Studio:
                 return (session or "api") in _cancelled_sessions
 
         return should_cancel
+
+
+def _new_folder(parent: Path, name: str) -> Path:
+    """``parent/name``, or ``name-2``, ``name-3``... if a comparison in the same second took it."""
+    folder, number = parent / name, 1
+    while True:
+        try:
+            folder.mkdir(parents=True)
+            return folder
+        except FileExistsError:
+            number += 1
+            folder = parent / f"{name}-{number}"
 
 
 def _session(request: gr.Request | None) -> str:
@@ -502,8 +539,11 @@ def launch_studio(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Backdrop studio")
-    parser.add_argument("--host", default=os.environ.get("BACKDROP_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("BACKDROP_PORT", "7860")))
+    # Hugging Face Spaces (and Docker hosts) say where to listen through Gradio's own variables.
+    parser.add_argument("--host", default=os.environ.get("BACKDROP_HOST") or os.environ.get("GRADIO_SERVER_NAME")
+                        or "127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("BACKDROP_PORT")
+                                                        or os.environ.get("GRADIO_SERVER_PORT") or 7860))
     parser.add_argument("--model-set", choices=("sdxl", "tiny"), default=default_model_set())
     parser.add_argument("--output-dir", default=os.environ.get("BACKDROP_OUTPUT_DIR", "outputs"))
     parser.add_argument("--share", action="store_true", help="Also serve on a public gradio.live link.")

@@ -18,7 +18,7 @@ from .result import Progress
 _CLI_SKIPS = {*IMAGE_FIELDS, "base64"}
 
 
-class _OneLineParser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line on stderr and exit 2, like every other user error."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -26,12 +26,19 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog="python -m pipeline",
-        description="Replace the background of a product photo, keeping the product's own pixels.",
+        description="Replace the background of a product photo, keeping the product's own pixels. "
+                    "For a whole folder: python -m pipeline batch --help",
     )
     parser.add_argument("--image", required=True, help="Product photo (JPEG, PNG, WebP, ...).")
-    parser.add_argument("--ref", "--ref-image", dest="ref_image", required=True,
+    add_request_flags(parser, ref_required=True)
+    return parser
+
+
+def add_request_flags(parser: argparse.ArgumentParser, *, ref_required: bool) -> None:
+    """The flags a single run and a batch share: every request field, the backend and the output folder."""
+    parser.add_argument("--ref", "--ref-image", dest="ref_image", required=ref_required,
                         help="Reference picture of the wanted setting.")
     parser.add_argument("--mask", help="Optional product mask (white = product); overrides --mask-model.")
     for name, spec in FIELDS.items():
@@ -39,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         flags = [f"--{name.replace('_', '-')}"] + (["--format"] if name == "output_format" else [])
         default = "" if spec.default is None else f" Default: {spec.default}."
-        parser.add_argument(*flags, dest=name, required=spec.required, metavar=_metavar(spec.kind),
+        parser.add_argument(*flags, dest=name, required=spec.required and ref_required, metavar=_metavar(spec.kind),
                             help=f"{spec.help} Allowed: {spec.allowed()}.{default}")
     parser.add_argument("--backend", choices=("local", "hosted"), default="local",
                         help="local (this machine's GPU or CPU) or hosted (the bg-replace API; key from "
@@ -53,7 +60,30 @@ def build_parser() -> argparse.ArgumentParser:
                         help="none (fastest), model (CPU offload per model) or sequential (least VRAM).")
     parser.add_argument("--out", required=True, type=Path, help="Folder for the images and their .json sidecars.")
     parser.add_argument("--quiet", action="store_true", help="No progress on stderr.")
-    return parser
+
+
+def request_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The request fields given on the command line (unset flags left out, so defaults and presets apply)."""
+    values = {name: getattr(args, name) for name in FIELDS
+              if name not in _CLI_SKIPS and getattr(args, name, None) is not None}
+    if args.ref_image:
+        values["ref_image"] = Path(args.ref_image)
+    if args.mask:
+        values["mask"] = Path(args.mask)
+    return values
+
+
+def make_runner(args: argparse.Namespace, say: Any) -> Any:
+    """``run(request, **hooks) -> result`` for the chosen backend; local models are loaded once, up front."""
+    from . import generate
+
+    if args.backend == "hosted":
+        return lambda request, **hooks: generate(request, backend="hosted", on_progress=say, **hooks)
+    from .models import load_models
+
+    models = load_models(args.model_set, device=args.device, dtype=args.dtype, memory_mode=args.memory_mode,
+                         on_progress=lambda message: say(Progress("load", 0.0, message)))
+    return lambda request, **hooks: generate(request, models=models, on_progress=say, **hooks)
 
 
 def _metavar(kind: str) -> str:
@@ -61,9 +91,16 @@ def _metavar(kind: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["batch"]:
+        from .batch import build_batch_parser, run_batch
+
+        parser, command, argv = build_batch_parser(), run_batch, argv[1:]
+    else:
+        parser, command = build_parser(), _run
+    args = parser.parse_args(argv)
     try:
-        return _run(args)
+        return command(args)
     except BackdropError as error:
         print(f"backdrop: error: {error}", file=sys.stderr)
         return error.exit_code
@@ -79,26 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from . import generate
     from .outputs import save_result
 
-    values: dict[str, Any] = {
-        name: getattr(args, name) for name in FIELDS if name not in _CLI_SKIPS and getattr(args, name) is not None
-    }
-    values.update(image=Path(args.image), ref_image=Path(args.ref_image))
-    if args.mask:
-        values["mask"] = Path(args.mask)
-    request = BgReplaceRequest.from_dict(values)
-
-    say = _progress_printer(quiet=args.quiet)
-    if args.backend == "hosted":
-        result = generate(request, backend="hosted", on_progress=say)
-    else:
-        from .models import load_models
-
-        models = load_models(args.model_set, device=args.device, dtype=args.dtype, memory_mode=args.memory_mode,
-                             on_progress=lambda message: say(Progress("load", 0.0, message)))
-        result = generate(request, models=models, on_progress=say)
+    request = BgReplaceRequest.from_dict(request_values(args) | {"image": Path(args.image)})
+    say = progress_printer(quiet=args.quiet)
+    result = make_runner(args, say)(request)
     paths = save_result(result, args.out, stem=Path(args.image).stem)
     _finish_progress(args.quiet)
     for path in paths:
@@ -112,7 +134,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress_printer(*, quiet: bool):
+def progress_printer(*, quiet: bool):
     last_stage = {"stage": None, "time": 0.0}
     interactive = sys.stderr.isatty()
 

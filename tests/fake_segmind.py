@@ -29,6 +29,8 @@ class FakeSegmind:
         self.delay = 0.0
         self.credits = 100.0
         self.requests: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.peak_in_flight = 0  # the most calls it was answering at once
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -56,6 +58,16 @@ class FakeSegmind:
                 self._send_json(405, {"error": "Method Not Allowed"})
 
             def do_POST(self) -> None:
+                with fake.lock:
+                    fake.in_flight += 1
+                    fake.peak_in_flight = max(fake.peak_in_flight, fake.in_flight)
+                try:
+                    self._answer()
+                finally:
+                    with fake.lock:
+                        fake.in_flight -= 1
+
+            def _answer(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with fake.lock:
                     fake.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})

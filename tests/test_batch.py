@@ -1,0 +1,123 @@
+"""Catalogue batches as a studio runs them: ``python -m pipeline batch`` on a folder, resumed, hosted in parallel."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from fake_segmind import FakeSegmind
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = ["--scheduler", "Euler", "--num-inference-steps", "20", "--resolution", "64", "--mask-model", "u2netp"]
+
+
+@pytest.fixture
+def catalogue(tmp_path):
+    """Four real product photos and one broken file."""
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for name in ("perfume", "shoe", "ring", "chair"):
+        (folder / f"{name}.jpg").write_bytes((ROOT / "assets" / f"product-{name}.jpg").read_bytes())
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    (folder / "notes.txt").write_text("not an image: ignored")
+    return folder
+
+
+def batch(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline", "batch", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, env=os.environ | (env or {}), **kwargs)
+
+
+def rows(out: Path) -> dict[str, dict]:
+    lines = (out / "manifest.jsonl").read_text().splitlines()
+    return {Path(row["input"]).name: row for row in map(json.loads, lines)}
+
+
+def test_a_batch_records_each_item_and_a_rerun_skips_the_finished(u2netp_home, catalogue, tmp_path):
+    out = tmp_path / "out"
+    args = [str(catalogue), "--ref", str(ROOT / "assets" / "scene-wood.jpg"), "--prompt", "on a wooden deck",
+            "--model-set", "tiny", *FAST, "--out", str(out)]
+    first = batch(*args)
+    assert first.returncode == 1, first.stderr  # one item failed
+    assert "4 done, 0 skipped (already done), 1 failed" in first.stderr
+    manifest = rows(out)
+    assert sorted(manifest) == ["broken.png", "chair.jpg", "perfume.jpg", "ring.jpg", "shoe.jpg"]
+    assert manifest["broken.png"]["status"] == "failed"
+    assert manifest["broken.png"]["error"].startswith("image: not a readable image file")
+    for name in ("chair.jpg", "perfume.jpg", "ring.jpg", "shoe.jpg"):
+        row = manifest[name]
+        assert row["status"] == "done" and len(row["seeds"]) == 1 and row["request"]["prompt"] == "on a wooden deck"
+        assert Image.open(row["outputs"][0]).size == Image.open(catalogue / name).size
+        assert row["timings"]["total"] > 0
+    second = batch(*args)
+    assert "0 done, 4 skipped (already done), 1 failed" in second.stderr
+    assert len(list(out.glob("*.jpg"))) == 4
+
+
+def test_an_interrupted_batch_resumes_to_completion(u2netp_home, catalogue, tmp_path):
+    (catalogue / "broken.png").unlink()
+    out = tmp_path / "out"
+    args = [str(catalogue), "--ref", str(ROOT / "assets" / "scene-marble.jpg"), "--prompt", "on marble",
+            "--model-set", "tiny", *FAST, "--out", str(out), "--quiet"]
+    process = subprocess.Popen([sys.executable, "-m", "pipeline", "batch", *args], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (out / "manifest.jsonl").exists():
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)  # killed mid-way, no chance to tidy up
+    process.wait()
+    finished_before = len(rows(out))
+    assert 1 <= finished_before < 4
+    for image in out.glob("*.jpg"):
+        Image.open(image).load()  # every file with a final name is whole
+    resumed = batch(*args[:-1])
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{4 - finished_before} done, {finished_before} skipped" in resumed.stderr
+    assert {row["status"] for row in rows(out).values()} == {"done"} and len(rows(out)) == 4
+    assert len(list(out.glob("*.jpg"))) == 4 and not list(out.glob(".*.part"))
+
+
+def test_hosted_batches_run_calls_concurrently(u2netp_home, catalogue, tmp_path):
+    out = tmp_path / "out"
+    with FakeSegmind(api_key="k") as service:
+        service.delay = 0.5
+        done = batch(str(catalogue), "--ref", str(ROOT / "assets" / "scene-jungle.jpg"), "--prompt", "in a jungle",
+                     "--mask-model", "u2netp", "--backend", "hosted", "--jobs", "3", "--seed", "10",
+                     "--out", str(out), env={"SEGMIND_API_URL": service.url, "SEGMIND_API_KEY": "k"})
+        assert done.returncode == 1, done.stderr
+        assert service.peak_in_flight >= 2 and len(service.requests) == 4
+    manifest = rows(out)
+    assert [manifest[name]["status"] for name in sorted(manifest)] == ["failed", "done", "done", "done", "done"]
+    assert all(manifest[name]["seeds"] == [10] for name in manifest if name != "broken.png")
+    assert len(list(out.glob("*.jpg"))) == 4
+
+
+def test_batch_user_errors_exit_2_before_any_work(catalogue, tmp_path):
+    no_ref = batch(str(catalogue), "--prompt", "x", "--out", str(tmp_path))
+    assert no_ref.returncode == 2 and "ref_image: is required: give --ref" in no_ref.stderr
+    empty = batch(str(tmp_path / "nothing-here" / "*.jpg"), "--ref", "r.jpg", "--prompt", "x", "--out", str(tmp_path))
+    assert empty.returncode == 2 and "inputs: no product photos" in empty.stderr
+    bad = batch(str(catalogue), "--ref", str(ROOT / "assets" / "scene-wood.jpg"), "--prompt", "x",
+                "--cn-weight", "7", "--out", str(tmp_path))
+    assert bad.returncode == 2 and "cn_weight: '7' is out of range" in bad.stderr
+    preset = batch(str(catalogue), "--preset", "nope", "--prompt", "x", "--out", str(tmp_path))
+    assert preset.returncode == 2 and "preset: 'nope' is unknown" in preset.stderr
+
+
+def test_a_manifest_line_cut_short_by_a_crash_is_ignored(tmp_path):
+    from pipeline.batch import Manifest
+
+    path = tmp_path / "manifest.jsonl"
+    good = {"input": "/a.jpg", "status": "done", "outputs": []}
+    path.write_text(json.dumps(good) + "\n" + '{"input": "/b.jpg", "sta')
+    manifest = Manifest(path)
+    assert manifest.is_done("/a.jpg") and not manifest.is_done("/b.jpg")
+    assert path.read_text() == json.dumps(good) + "\n"  # compacted: the torn line is gone
