@@ -437,6 +437,19 @@ def build_demo(model_set: str | None = None, output_dir: Path | str | None = Non
     return demo
 
 
+class ImageUpload(gr.Image):
+    """``gr.Image`` that hands the uploaded file's path to Backdrop's own decoder instead of decoding it
+    itself: an empty, truncated or oversized upload then gets Backdrop's message naming the field (not a
+    bare "Error"), and EXIF, 16-bit and CMYK are handled in one place."""
+
+    @classmethod
+    def get_block_name(cls) -> str:
+        return "image"  # the browser shows the ordinary image component
+
+    def preprocess(self, payload: Any) -> str | None:
+        return None if payload is None else payload.path
+
+
 def _slider(name: str, label: str) -> gr.Slider:
     spec = FIELDS[name]
     step = 1 if spec.kind == "int" else 0.05
@@ -452,10 +465,10 @@ def _choice(name: str, label: str) -> gr.Dropdown:
 def _input_panel(inputs: dict[str, Any], presets: dict[str, Any]) -> None:
     """The left column: images, prompt, preset and backend, then every setting. Fills ``inputs`` by name."""
     with gr.Row():
-        inputs["image"] = gr.Image(label="Product photo", type="filepath", image_mode=None, elem_id="image",
-                                   sources=["upload", "clipboard"])
-        inputs["ref_image"] = gr.Image(label="Reference setting", type="filepath", image_mode=None,
-                                       elem_id="ref_image", sources=["upload", "clipboard"])
+        inputs["image"] = ImageUpload(label="Product photo", type="filepath", image_mode=None, elem_id="image",
+                                      sources=["upload", "clipboard"])
+        inputs["ref_image"] = ImageUpload(label="Reference setting", type="filepath", image_mode=None,
+                                          elem_id="ref_image", sources=["upload", "clipboard"])
     inputs["prompt"] = gr.Textbox(label="Prompt", placeholder="perfume bottle on a mossy rock in a jungle", lines=2,
                                   elem_id="prompt")
     inputs["negative_prompt"] = gr.Textbox(label="Negative prompt", placeholder="blur, painting, low quality",
@@ -469,8 +482,8 @@ def _input_panel(inputs: dict[str, Any], presets: dict[str, Any]) -> None:
                                        placeholder="or set SEGMIND_API_KEY")
     inputs["preset_note"] = gr.Markdown(presets["default"].description if "default" in presets else "")
     with gr.Accordion("Product mask (optional)", open=False):
-        inputs["mask"] = gr.Image(label="Your own mask: white = product", type="filepath", image_mode=None,
-                                  elem_id="mask")
+        inputs["mask"] = ImageUpload(label="Your own mask: white = product", type="filepath", image_mode=None,
+                                     elem_id="mask")
     with gr.Accordion("Advanced settings", open=False):
         with gr.Row():
             inputs["samples"] = _slider("samples", "Images")

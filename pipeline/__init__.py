@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import BackdropError, GenerationCancelled, ModelLoadError
+from .errors import BackdropError, GenerationCancelled, ModelLoadError, OutOfMemory
 from .models import MODEL_SETS, LoadedModels, load_models
 from .request import FIELDS, BgReplaceRequest, FieldSpec
 from .result import BgReplaceResult, Intermediates, Progress
@@ -35,6 +35,7 @@ __all__ = [
     "Intermediates",
     "LoadedModels",
     "ModelLoadError",
+    "OutOfMemory",
     "Progress",
     "default_model_set",
     "generate",

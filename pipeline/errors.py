@@ -35,3 +35,11 @@ class GenerationCancelled(BackdropError):
 
     exit_code = 130
     http_status = 499
+
+
+class OutOfMemory(BackdropError):
+    """The device ran out of memory; the message says what to lower. Memory was freed, so the next
+    request can run."""
+
+    exit_code = 1
+    http_status = 503

@@ -7,7 +7,7 @@ from typing import Any
 
 from PIL import Image
 
-from .errors import BackdropError, GenerationCancelled
+from .errors import GenerationCancelled, OutOfMemory
 from .images import to_rgb
 from .models import LoadedModels, load_models
 from .prepare import PreparedInputs, Reuse, compose_output, resolve_seeds
@@ -122,7 +122,7 @@ def _denoise(
             )
         except torch.OutOfMemoryError:
             _free_device_memory()
-            raise BackdropError(
+            raise OutOfMemory(
                 f"the GPU ran out of memory making {len(seeds)} image(s) at {prepared.size[0]}x{prepared.size[1]}; "
                 "try fewer samples, a smaller resolution, or BACKDROP_MEMORY_MODE=model (or sequential)"
             ) from None

@@ -1,0 +1,579 @@
+"""Backdrop studio: the browser UI over the ``pipeline`` library. Loads no model until the first Generate.
+
+    python app.py [--host 127.0.0.1] [--port 7860] [--model-set sdxl|tiny] [--share]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import inspect
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry or version pings from a studio
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import gradio as gr  # noqa: E402
+
+from pipeline import FIELDS, BackdropError, BgReplaceRequest, GenerationCancelled, Progress, default_model_set  # noqa: E402
+from pipeline.queue import gpu_queue  # noqa: E402
+from pipeline.rest import curl_example, mount_rest  # noqa: E402
+from pipeline.schedulers import SECOND_ORDER  # noqa: E402
+
+log = logging.getLogger("backdrop.app")
+ASSETS = Path(__file__).resolve().parent / "assets"
+BACKENDS = ("Local GPU", "Hosted API")
+COMPARE_MODES = ("Grid", "A/B", "Local vs Hosted")
+QUEUE_SIZE = 16
+# Overall progress: where each stage starts and how much of the bar it spans.
+_STAGES = {"load": (0.0, 0.1), "mask": (0.1, 0.05), "denoise": (0.15, 0.8), "compose": (0.95, 0.05)}
+EXAMPLES = [
+    ["product-perfume.jpg", "scene-jungle.jpg", "perfume bottle on a mossy rock in a lush jungle, morning light"],
+    ["product-shoe.jpg", "scene-wood.jpg", "running shoe on a rustic wooden deck, warm sunset light"],
+    ["product-ring.jpg", "scene-marble.jpg", "gold ring with a diamond on white marble, soft studio light"],
+    ["product-chair.jpg", "scene-studio.jpg", "wooden chair in a bright minimalist studio, soft shadows"],
+]
+# The studio's inputs, in the order of the /generate and /compare APIs: the request's own field names.
+REQUEST_INPUTS = ("image", "ref_image", "prompt", "negative_prompt", "samples", "scheduler", "num_inference_steps",
+                  "guidance_scale", "seed", "strength", "cn_weight", "ip_adapter_weight", "mask", "mask_model",
+                  "mask_grow", "mask_feather", "canny_low", "canny_high", "resolution", "output_size",
+                  "output_format", "backend", "api_key")
+# What "Load settings" and presets restore: every request field but the images.
+SETTING_INPUTS = tuple(name for name in REQUEST_INPUTS if name in FIELDS and FIELDS[name].kind != "image")
+COMPARE_INPUTS = ("mode", "x_axis", "x_values", "y_axis", "y_values", "settings_a", "settings_b")
+
+_cancelled_sessions: set[str] = set()
+_cancel_lock = threading.Lock()
+
+
+def api_function(handler: Callable[..., Any], names: tuple[str, ...]) -> Callable[..., Any]:
+    """``handler(values: dict, request, progress)`` as a function whose parameters are ``names``.
+
+    Gradio names an event's API parameters after its function's signature, so /generate and /compare
+    take the request's own field names without each spelling out two dozen parameters.
+    """
+
+    def call(*args: Any) -> Any:
+        values = dict(zip(names, args))
+        return handler(values, request=args[len(names)], progress=args[len(names) + 1])
+
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [inspect.Parameter(name, kind, default=FIELDS[name].default if name in FIELDS else None)
+              for name in names]
+    params += [inspect.Parameter("request", kind, default=None, annotation=gr.Request),
+               inspect.Parameter("progress", kind, default=gr.Progress())]
+    call.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    call.__annotations__ = {"request": gr.Request}  # Gradio injects the request by annotation
+    call.__name__ = handler.__name__
+    return call
+
+
+def _user_errors(action: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Turn every failure into a ``gr.Error`` with a sentence for the person; never a stack trace."""
+
+    def wrap(handler: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(handler)  # keeps the signature Gradio names API parameters after
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return handler(*args, **kwargs)
+            except GenerationCancelled:
+                raise gr.Error("Generation cancelled.", title="Cancelled") from None
+            except BackdropError as error:
+                raise gr.Error(str(error), title=f"Cannot {action}") from None
+            except gr.Error:
+                raise
+            except Exception as error:  # the log has the trace; the browser gets a sentence
+                log.exception("%s failed", action)
+                raise gr.Error(f"Something went wrong ({type(error).__name__}); the server log has the details.") from None
+
+        return guarded
+
+    return wrap
+
+
+def _gpu_seconds(request: BgReplaceRequest, *args: Any, **kwargs: Any) -> int:
+    """A ZeroGPU time budget: UNet passes (two per step for second-order samplers) at about 0.3 s each on
+    SDXL at 1024², plus half a minute for loading models and the rest; capped at five minutes."""
+    passes = 2 if request.scheduler in SECOND_ORDER else 1
+    evaluations = request.samples * max(1, int(request.num_inference_steps * request.strength)) * passes
+    return int(min(300, 30 + 0.3 * evaluations))
+
+
+def _gpu_function(function: Callable[..., Any]) -> Callable[..., Any]:
+    """On a Hugging Face ZeroGPU Space (the ``spaces`` package), hold a GPU only while ``function`` runs,
+    for about as long as the request needs; anywhere else, ``function`` itself."""
+    try:
+        import spaces
+    except ImportError:
+        return function
+    return spaces.GPU(duration=_gpu_seconds)(function)
+
+
+@_gpu_function
+def generate_on_gpu(request: BgReplaceRequest, model_set: str, **hooks: Any) -> Any:
+    from pipeline import generate
+
+    return generate(request, model_set=model_set, **hooks)
+
+
+class Studio:
+    """The UI's state that outlives one event: which models to run and where results go."""
+
+    def __init__(self, model_set: str, output_dir: Path) -> None:
+        self.model_set = model_set
+        self.output_dir = output_dir
+
+    @_user_errors("generate")
+    def generate(self, values: dict[str, Any], *, request: gr.Request | None, progress: Any) -> tuple:
+        """Gallery (saved files with seeds), before/after pair, intermediates, run summary."""
+        from pipeline.outputs import save_result
+
+        built = build_request(values)
+        runner = self._runner(values, _session(request), progress)
+        with self._device_line(values):
+            result = runner(built)
+        paths = save_result(result, self.output_dir, stem=time.strftime("backdrop-%Y%m%d-%H%M%S"))  # before shown
+        gallery = [(str(path), f"seed {seed}") for path, seed in zip(paths, result.seeds)]
+        before = built.image.convert("RGB").resize(result.images[0].size)
+        parts = result.intermediates
+        intermediates = [(parts.subject_alpha, "subject mask"), (parts.inpaint_mask, "inpaint mask (white = new)"),
+                         (parts.canny, "canny edges")] if parts else []
+        return gallery, (before, result.images[0]), intermediates, _summary(result, paths)
+
+    @_user_errors("compare")
+    def compare(self, values: dict[str, Any], *, request: gr.Request | None, progress: Any) -> tuple:
+        """Labelled grid image, every cell (saved files, labelled), summary."""
+        from pipeline import sweep
+        from pipeline.outputs import save_result, write_atomically
+
+        base = build_request(values)
+        hooks = {"on_progress": self._progress(progress), "should_cancel": self._cancel_check(_session(request))}
+        local = self._runner(values, None, None, backend=BACKENDS[0])
+        mode = values["mode"]
+        if mode == "Grid":
+            y_axis = None if values["y_axis"] in (None, "", "none") else values["y_axis"]
+            with self._device_line(values):
+                comparison = sweep.run_grid(
+                    base, self._runner(values, None, None), values["x_axis"],
+                    sweep.parse_axis_values(values["x_axis"], values["x_values"] or ""), y_axis,
+                    sweep.parse_axis_values(y_axis, values["y_values"] or "") if y_axis else None, **hooks)
+        elif mode == "A/B":
+            columns = {"A": (_overrides(base, values["settings_a"], "settings_a"), local),
+                       "B": (_overrides(base, values["settings_b"], "settings_b"), local)}
+            with gpu_queue.slot():
+                comparison = sweep.run_columns(base, columns, "settings", **hooks)
+        elif mode == "Local vs Hosted":
+            hosted = self._runner(values, None, None, backend=BACKENDS[1])
+            with gpu_queue.slot():
+                comparison = sweep.run_columns(base, {"local": (base, local), "hosted": (base, hosted)}, "backend",
+                                               **hooks)
+        else:
+            raise BackdropError(f"{mode!r} is unknown; expected one of {', '.join(COMPARE_MODES)}", field="mode")
+        folder = _new_folder(self.output_dir, time.strftime("compare-%Y%m%d-%H%M%S"))
+        grid_path = folder / "grid.png"
+        write_atomically(grid_path, _png(comparison.grid))
+        cells = []
+        for index, cell in enumerate(comparison.cells):
+            (path,) = save_result(cell.result, folder, stem=f"cell{index + 1:02d}")
+            cells.append((str(path), cell.label))
+        summary = (f"**{len(cells)} cells** in {comparison.seconds:.1f} s · seed {comparison.cells[0].result.seeds[0]}"
+                   f" · computed once and reused: {_reuse_text(comparison.reuse_counts)}\n\n**Saved** `{folder}`")
+        return str(grid_path), cells, summary
+
+    def _runner(self, values: dict[str, Any], session: str | None, progress: Any,
+                backend: str | None = None) -> Callable[..., Any]:
+        from pipeline import generate
+
+        hooks: dict[str, Any] = {}
+        if progress is not None:
+            hooks = {"on_progress": self._progress(progress), "should_cancel": self._cancel_check(session)}
+        if (backend or values.get("backend")) == BACKENDS[1]:
+            return lambda built, **more: generate(built, backend="hosted", api_key=values.get("api_key") or None,
+                                                  **(hooks | more))
+        return lambda built, **more: generate_on_gpu(built, self.model_set, **(hooks | more))
+
+    @staticmethod
+    def _device_line(values: dict[str, Any]) -> Any:
+        """Local work waits in the same line as REST requests; hosted work needs no GPU."""
+        from contextlib import nullcontext
+
+        return nullcontext() if values.get("backend") == BACKENDS[1] else gpu_queue.slot()
+
+    @staticmethod
+    def _progress(progress: Any) -> Callable[[Progress], None]:
+        def on_progress(event: Progress) -> None:
+            start, span = _STAGES.get(event.stage, (0.0, 1.0))
+            progress(min(1.0, start + span * event.fraction), desc=event.message)
+
+        return on_progress
+
+    @staticmethod
+    def _cancel_check(session: str | None) -> Callable[[], bool]:
+        with _cancel_lock:
+            _cancelled_sessions.discard(session or "api")
+
+        def should_cancel() -> bool:
+            with _cancel_lock:
+                return (session or "api") in _cancelled_sessions
+
+        return should_cancel
+
+
+def _new_folder(parent: Path, name: str) -> Path:
+    """``parent/name``, or ``name-2``, ``name-3``... if a comparison in the same second took it."""
+    folder, number = parent / name, 1
+    while True:
+        try:
+            folder.mkdir(parents=True)
+            return folder
+        except FileExistsError:
+            number += 1
+            folder = parent / f"{name}-{number}"
+
+
+def _session(request: gr.Request | None) -> str:
+    return getattr(request, "session_hash", None) or "api"
+
+
+def build_request(values: dict[str, Any]) -> BgReplaceRequest:
+    """A request from the studio's inputs: uploads are file paths, read by our own decoder (EXIF,
+    transparency, clear errors)."""
+    if not values.get("image"):
+        raise BackdropError("upload a product photo", field="image")
+    if not values.get("ref_image"):
+        raise BackdropError("upload a reference picture of the setting", field="ref_image")
+    fields = {name: value for name, value in values.items() if name in FIELDS}
+    for name in ("image", "ref_image", "mask"):
+        if fields.get(name):
+            fields[name] = Path(fields[name])
+    fields["resolution"] = fields.get("resolution") or None
+    return BgReplaceRequest.from_dict(fields)
+
+
+def _overrides(base: BgReplaceRequest, text: str | None, field: str) -> BgReplaceRequest:
+    try:
+        changes = json.loads(text or "{}")
+    except ValueError as exc:
+        raise BackdropError(f"not valid JSON ({exc}); write e.g. {{\"cn_weight\": 0.5}}", field=field) from None
+    if not isinstance(changes, dict):
+        raise BackdropError('must be a JSON object, e.g. {"cn_weight": 0.5}', field=field)
+    unknown = sorted(set(changes) - set(SETTING_INPUTS))
+    if unknown:
+        raise BackdropError(f"unknown setting {unknown[0]!r}; allowed: {', '.join(SETTING_INPUTS)}", field=field)
+    return base.replace(**changes)
+
+
+def _png(image: Any) -> bytes:
+    from pipeline.images import encode_image
+
+    return encode_image(image, "png")
+
+
+def _reuse_text(counts: dict[str, int]) -> str:
+    names = {"prepare": "mask + canny", "prompt": "prompt embeddings", "image_embeds": "reference embeddings"}
+    return ", ".join(f"{names[key]} ×{count}" for key, count in counts.items())
+
+
+def _summary(result: Any, paths: list[Path]) -> str:
+    info = result.info
+    timings = " · ".join(f"{stage} {seconds:.1f} s" for stage, seconds in result.timings.items())
+    rows = [f"**Seeds** {', '.join(map(str, result.seeds))}", f"**Time** {timings}"]
+    if result.backend == "hosted":
+        credits = info.get("remaining_credits")
+        rows.append(f"**Hosted API** `{info['url']}` · {info['calls']} call(s), {info['attempts']} attempt(s) · "
+                    f"credits left: {'unknown' if credits is None else f'{credits:g}'}")
+    else:
+        rows.append(f"**Device** {info['device']} ({info['dtype']}, memory mode {info['memory_mode']})")
+        rows.append("**Models** " + ", ".join(f"{part}: `{model}`" for part, model in info["models"].items()))
+    rows.append(f"**Sizes** generated {'x'.join(map(str, info['generation_size']))}, "
+                f"returned {'x'.join(map(str, info['output_size']))} · mask from {info['mask_source']}")
+    rows.append("**Saved** " + ", ".join(f"`{path}`" for path in paths))
+    return "\n\n".join(rows)
+
+
+def _scheduler_note(name: str) -> str:
+    return "Second-order sampler: about two UNet passes per step, so twice the time of Euler." if name in SECOND_ORDER else ""
+
+
+def cancel(request: gr.Request = None) -> None:
+    with _cancel_lock:
+        _cancelled_sessions.add(_session(request))
+    gr.Info("Cancelling after the current step...")
+
+
+@_user_errors("load the settings")
+def load_settings(file: str | None) -> list[Any]:
+    """Every setting stored in a Backdrop result (PNG text chunk, JPEG comment or .json sidecar)."""
+    from pipeline.metadata import read_metadata, settings_from_metadata
+
+    if not file:
+        raise BackdropError("drop a result image (or its .json sidecar) first", field="settings")
+    settings = settings_from_metadata(read_metadata(Path(file)))
+    gr.Info("Settings loaded from the image.")
+    return [settings.get(name, FIELDS[name].default) for name in SETTING_INPUTS]
+
+
+@_user_errors("apply the preset")
+def apply_preset(slug: str, ref_image: str | None) -> list[Any]:
+    """The preset's settings over the defaults; its reference picture only if none is uploaded."""
+    from pipeline.presets import get_preset
+
+    preset = get_preset(slug)
+    values = []
+    for name in SETTING_INPUTS:
+        if name in preset.settings:
+            values.append(preset.settings[name])
+        elif name in ("prompt", "negative_prompt", "seed"):
+            values.append(gr.skip())  # the user's own words and seed stay unless the preset sets them
+        else:
+            values.append(FIELDS[name].default)
+    reference = ref_image or (str(preset.reference) if preset.reference else None)
+    return [*values, reference, preset.description]
+
+
+@_user_errors("save the preset")
+def save_preset(name: str, *values: Any) -> Any:
+    from pipeline.presets import list_presets, save_user_preset
+
+    settings = {key: value for key, value in zip(SETTING_INPUTS, values) if key not in ("prompt", "seed")}
+    settings["resolution"] = settings.get("resolution") or None
+    path = save_user_preset(name or "", settings)
+    gr.Info(f"Saved preset to {path}")
+    return gr.update(choices=list(list_presets()), value=path.stem)
+
+
+@_user_errors("write the API request")
+def copy_as_request(target: str, *values: Any) -> str:
+    """The JSON body and a curl command for the current settings; the key is never filled in."""
+    settings = dict(zip(SETTING_INPUTS, values))
+    settings["resolution"] = settings.get("resolution") or None
+    hosted = target == BACKENDS[1]
+    url = (os.environ.get("SEGMIND_API_URL") or "https://api.segmind.com/v1/bg-replace") if hosted else \
+        f"http://127.0.0.1:{os.environ.get('BACKDROP_PORT', '7860')}/v1/bg-replace"
+    return curl_example(settings, url, hosted=hosted)
+
+
+def build_demo(model_set: str | None = None, output_dir: Path | str | None = None) -> gr.Blocks:
+    """The studio's Blocks. Building it loads no model."""
+    from pipeline.presets import list_presets
+    from pipeline.sweep import SWEEP_AXES
+
+    studio = Studio(model_set or default_model_set(),
+                    Path(output_dir or os.environ.get("BACKDROP_OUTPUT_DIR") or "outputs"))
+    presets = list_presets()
+    inputs: dict[str, Any] = {}
+    with gr.Blocks(title="Backdrop") as demo:
+        gr.Markdown("# Backdrop\nNew backgrounds for product photos. The product's own pixels are never repainted.")
+        with gr.Row():
+            with gr.Column(scale=1):
+                _input_panel(inputs, presets)
+                with gr.Row():
+                    run = gr.Button("Generate", variant="primary", elem_id="generate")
+                    stop = gr.Button("Cancel", variant="stop", elem_id="cancel")
+                with gr.Accordion("Settings: load, save, share", open=False):
+                    settings_file = gr.File(label="Drop a Backdrop result to load its settings", elem_id="settings_file",
+                                            file_types=["image", ".json"])
+                    load = gr.Button("Load settings", elem_id="load_settings")
+                    with gr.Row():
+                        preset_name = gr.Textbox(label="Save the current settings as a preset named",
+                                                 elem_id="preset_name")
+                        save = gr.Button("Save preset", elem_id="save_preset", scale=0)
+                    with gr.Row():
+                        request_target = gr.Radio(list(BACKENDS), value=BACKENDS[0], label="API request for",
+                                                  elem_id="request_target")
+                        copy = gr.Button("Copy as API request", elem_id="copy_request", scale=0)
+                    request_text = gr.Code(label="API request (key left out)", language="shell",
+                                           elem_id="request_text")
+            with gr.Column(scale=1):
+                with gr.Tabs():
+                    with gr.Tab("Results"):
+                        gallery = gr.Gallery(label="Results", columns=2, elem_id="gallery", format="png",
+                                             buttons=["download", "fullscreen"])
+                        slider = gr.ImageSlider(label="Before / after", type="pil", elem_id="slider")
+                        with gr.Accordion("Intermediates", open=False):
+                            intermediates = gr.Gallery(label="Subject mask, inpaint mask, canny map", columns=3,
+                                                       elem_id="intermediates", format="png")
+                        summary = gr.Markdown(elem_id="summary")
+                    with gr.Tab("Compare", elem_id="compare_tab"):
+                        compare_inputs = _compare_panel(SWEEP_AXES)
+                        compare_run = gr.Button("Compare", variant="primary", elem_id="compare_run")
+                        grid = gr.Image(label="Grid", type="filepath", elem_id="compare_grid", interactive=False)
+                        cells = gr.Gallery(label="Every cell", columns=3, elem_id="compare_cells", format="png",
+                                           buttons=["download", "fullscreen"])
+                        compare_summary = gr.Markdown(elem_id="compare_summary")
+
+        gr.Examples([[str(ASSETS / product), str(ASSETS / scene), text] for product, scene, text in EXAMPLES],
+                    inputs=[inputs["image"], inputs["ref_image"], inputs["prompt"]], label="Examples")
+
+        request_components = [inputs[name] for name in REQUEST_INPUTS]
+        setting_components = [inputs[name] for name in SETTING_INPUTS]
+        event = run.click(api_function(studio.generate, REQUEST_INPUTS), request_components,
+                          [gallery, slider, intermediates, summary], api_name="generate",
+                          concurrency_limit=1, concurrency_id="gpu")
+        compare_event = compare_run.click(
+            api_function(studio.compare, REQUEST_INPUTS + COMPARE_INPUTS),
+            request_components + [compare_inputs[name] for name in COMPARE_INPUTS],
+            [grid, cells, compare_summary], api_name="compare", concurrency_limit=1, concurrency_id="gpu")
+        stop.click(cancel, None, None, cancels=[event, compare_event], api_name="cancel", queue=False)
+        inputs["random_seed"].click(lambda: -1, None, inputs["seed"], api_name="random_seed", queue=False)
+        inputs["scheduler"].change(_scheduler_note, inputs["scheduler"], inputs["scheduler_note"],
+                                   api_name="scheduler_note", queue=False)
+        inputs["preset"].change(apply_preset, [inputs["preset"], inputs["ref_image"]],
+                                setting_components + [inputs["ref_image"], inputs["preset_note"]],
+                                api_name="apply_preset", queue=False)
+        load.click(load_settings, settings_file, setting_components, api_name="load_settings", queue=False)
+        save.click(save_preset, [preset_name] + setting_components, inputs["preset"], api_name="save_preset",
+                   queue=False)
+        copy.click(copy_as_request, [request_target] + setting_components, request_text, api_name="copy_request",
+                   queue=False)
+    demo.queue(max_size=QUEUE_SIZE)
+    demo.studio = studio  # type: ignore[attr-defined]
+    return demo
+
+from gradio.events import Dependency
+
+class ImageUpload(gr.Image):
+    """``gr.Image`` that hands the uploaded file's path to Backdrop's own decoder instead of decoding it
+    itself: an empty, truncated or oversized upload then gets Backdrop's message naming the field (not a
+    bare "Error"), and EXIF, 16-bit and CMYK are handled in one place."""
+
+    @classmethod
+    def get_block_name(cls) -> str:
+        return "image"  # the browser shows the ordinary image component
+
+    def preprocess(self, payload: Any) -> str | None:
+        return None if payload is None else payload.path
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def _slider(name: str, label: str) -> gr.Slider:
+    spec = FIELDS[name]
+    step = 1 if spec.kind == "int" else 0.05
+    return gr.Slider(spec.minimum, spec.maximum, value=spec.default, step=step, label=label, info=spec.help,
+                     elem_id=name)
+
+
+def _choice(name: str, label: str) -> gr.Dropdown:
+    spec = FIELDS[name]
+    return gr.Dropdown(list(spec.choices), value=spec.default, label=label, info=spec.help, elem_id=name)
+
+
+def _input_panel(inputs: dict[str, Any], presets: dict[str, Any]) -> None:
+    """The left column: images, prompt, preset and backend, then every setting. Fills ``inputs`` by name."""
+    with gr.Row():
+        inputs["image"] = ImageUpload(label="Product photo", type="filepath", image_mode=None, elem_id="image",
+                                      sources=["upload", "clipboard"])
+        inputs["ref_image"] = ImageUpload(label="Reference setting", type="filepath", image_mode=None,
+                                          elem_id="ref_image", sources=["upload", "clipboard"])
+    inputs["prompt"] = gr.Textbox(label="Prompt", placeholder="perfume bottle on a mossy rock in a jungle", lines=2,
+                                  elem_id="prompt")
+    inputs["negative_prompt"] = gr.Textbox(label="Negative prompt", placeholder="blur, painting, low quality",
+                                           elem_id="negative_prompt")
+    with gr.Row():
+        inputs["preset"] = gr.Dropdown([(preset.name, slug) for slug, preset in presets.items()],
+                                       value="default" if "default" in presets else None, label="Preset",
+                                       elem_id="preset")
+        inputs["backend"] = gr.Radio(list(BACKENDS), value=BACKENDS[0], label="Backend", elem_id="backend")
+        inputs["api_key"] = gr.Textbox(label="Hosted API key", type="password", elem_id="api_key",
+                                       placeholder="or set SEGMIND_API_KEY")
+    inputs["preset_note"] = gr.Markdown(presets["default"].description if "default" in presets else "")
+    with gr.Accordion("Product mask (optional)", open=False):
+        inputs["mask"] = ImageUpload(label="Your own mask: white = product", type="filepath", image_mode=None,
+                                     elem_id="mask")
+    with gr.Accordion("Advanced settings", open=False):
+        with gr.Row():
+            inputs["samples"] = _slider("samples", "Images")
+            inputs["scheduler"] = _choice("scheduler", "Scheduler")
+        inputs["scheduler_note"] = gr.Markdown(_scheduler_note(FIELDS["scheduler"].default))
+        with gr.Row():
+            inputs["num_inference_steps"] = _slider("num_inference_steps", "Steps")
+            inputs["guidance_scale"] = _slider("guidance_scale", "Guidance scale")
+        with gr.Row():
+            inputs["seed"] = gr.Number(value=-1, precision=0, label="Seed (-1 = random)", elem_id="seed",
+                                       minimum=FIELDS["seed"].minimum, maximum=FIELDS["seed"].maximum)
+            inputs["random_seed"] = gr.Button("Random seed", elem_id="random_seed", scale=0)
+        with gr.Row():
+            inputs["strength"] = _slider("strength", "Strength")
+            inputs["cn_weight"] = _slider("cn_weight", "ControlNet weight")
+            inputs["ip_adapter_weight"] = _slider("ip_adapter_weight", "Reference weight")
+        with gr.Row():
+            inputs["mask_model"] = _choice("mask_model", "Mask model")
+            inputs["mask_grow"] = _slider("mask_grow", "Grow mask (px)")
+            inputs["mask_feather"] = _slider("mask_feather", "Feather (px)")
+        with gr.Row():
+            inputs["canny_low"] = _slider("canny_low", "Canny low")
+            inputs["canny_high"] = _slider("canny_high", "Canny high")
+        with gr.Row():
+            inputs["resolution"] = gr.Number(value=None, precision=0, label="Generation size (empty = model's own)",
+                                             elem_id="resolution", minimum=FIELDS["resolution"].minimum,
+                                             maximum=FIELDS["resolution"].maximum)
+            inputs["output_size"] = gr.Radio(list(FIELDS["output_size"].choices), value="input", label="Return at",
+                                             elem_id="output_size")
+            inputs["output_format"] = gr.Radio(list(FIELDS["output_format"].choices), value="jpeg", label="Format",
+                                               elem_id="output_format")
+
+
+def _compare_panel(axes: tuple[str, ...]) -> dict[str, Any]:
+    """The Compare tab's own inputs; the images, prompt and settings come from the left column."""
+    panel: dict[str, Any] = {}
+    panel["mode"] = gr.Radio(list(COMPARE_MODES), value="Grid", label="Compare", elem_id="compare_mode")
+    gr.Markdown("Every cell uses the same images and seed (a random seed is drawn once) and makes one image. "
+                "Grid values: commas between numbers or names, `|` between prompts.")
+    with gr.Row():
+        panel["x_axis"] = gr.Dropdown(list(axes), value="cn_weight", label="X axis", elem_id="x_axis")
+        panel["x_values"] = gr.Textbox(value="0.5, 0.7, 0.9", label="X values", elem_id="x_values")
+    with gr.Row():
+        panel["y_axis"] = gr.Dropdown(["none", *axes], value="ip_adapter_weight", label="Y axis", elem_id="y_axis")
+        panel["y_values"] = gr.Textbox(value="0.3, 0.6", label="Y values", elem_id="y_values")
+    with gr.Row():
+        panel["settings_a"] = gr.Textbox(value='{"cn_weight": 0.9}', label="A/B: settings A (JSON changes)",
+                                         elem_id="settings_a")
+        panel["settings_b"] = gr.Textbox(value='{"cn_weight": 0.6}', label="A/B: settings B (JSON changes)",
+                                         elem_id="settings_b")
+    return panel
+
+
+def launch_studio(
+    *, host: str = "127.0.0.1", port: int = 7860, model_set: str | None = None, output_dir: Path | str = "outputs",
+    share: bool = False, quiet: bool = False,
+) -> gr.Blocks:
+    """Start the studio and its REST endpoint (``/v1``) on one server without blocking; return the Blocks."""
+    output_dir = Path(output_dir).resolve()
+    demo = build_demo(model_set=model_set, output_dir=output_dir)
+    demo.launch(server_name=host, server_port=port, share=share, allowed_paths=[str(output_dir)],
+                prevent_thread_lock=True, quiet=quiet)
+    mount_rest(demo.server_app, model_set=demo.studio.model_set, queue=gpu_queue, host=host)
+    return demo
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Backdrop studio")
+    # Hugging Face Spaces (and Docker hosts) say where to listen through Gradio's own variables.
+    parser.add_argument("--host", default=os.environ.get("BACKDROP_HOST") or os.environ.get("GRADIO_SERVER_NAME")
+                        or "127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("BACKDROP_PORT")
+                                                        or os.environ.get("GRADIO_SERVER_PORT") or 7860))
+    parser.add_argument("--model-set", choices=("sdxl", "tiny"), default=default_model_set())
+    parser.add_argument("--output-dir", default=os.environ.get("BACKDROP_OUTPUT_DIR", "outputs"))
+    parser.add_argument("--share", action="store_true", help="Also serve on a public gradio.live link.")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ["BACKDROP_PORT"] = str(args.port)  # for the studio's "Copy as API request"
+    demo = launch_studio(host=args.host, port=args.port, model_set=args.model_set, output_dir=args.output_dir,
+                         share=args.share)
+    print(f"REST endpoint: POST http://{args.host}:{args.port}/v1/bg-replace (docs at /v1/docs)", flush=True)
+    demo.block_thread()
+
+
+if __name__ == "__main__":
+    main()
