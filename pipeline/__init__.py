@@ -9,7 +9,8 @@
     result = generate(request, backend="hosted")   # the hosted API, key from SEGMIND_API_KEY
     result.images[0].save("out.png")
 
-The UI (app.py) and the CLI (python -m pipeline) are thin adapters over this API.
+The studio (app.py), the CLI (python -m pipeline), batches (python -m pipeline batch) and the REST endpoint
+(pipeline.rest) are thin adapters over this API.
 """
 
 from __future__ import annotations
