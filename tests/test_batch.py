@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from fake_segmind import FakeSegmind
+from scenes import small_asset
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = ["--scheduler", "Euler", "--num-inference-steps", "20", "--resolution", "64", "--mask-model", "u2netp"]
@@ -25,7 +26,7 @@ def catalogue(tmp_path):
     folder = tmp_path / "shots"
     folder.mkdir()
     for name in ("perfume", "shoe", "ring", "chair"):
-        (folder / f"{name}.jpg").write_bytes((ROOT / "assets" / f"product-{name}.jpg").read_bytes())
+        (folder / f"{name}.jpg").write_bytes(small_asset(f"product-{name}.jpg").read_bytes())
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     (folder / "notes.txt").write_text("not an image: ignored")
     return folder
