@@ -19,9 +19,9 @@ from PIL import Image
 
 from .errors import BackdropError, GenerationCancelled
 from .images import decode_image_bytes, encode_image
-from .prepare import PreparedInputs, Reuse, compose_output, resolve_seeds
+from .prepare import PreparedInputs, Reuse, finish_result, resolve_seeds
 from .request import HOSTED_FIELDS, BgReplaceRequest
-from .result import BgReplaceResult, CancelCheck, Intermediates, Progress, ProgressCallback
+from .result import BgReplaceResult, CancelCheck, Progress, ProgressCallback
 
 log = logging.getLogger("backdrop.hosted")
 
@@ -137,22 +137,9 @@ def generate_hosted(
     report(Progress("denoise", 1.0, f"Hosted API: {len(seeds)} image(s) received"))
     timings["generate"] = time.perf_counter() - stage_start
 
-    stage_start = time.perf_counter()
-    images = tuple(compose_output(request, prepared, background) for background in backgrounds)
-    timings["compose"] = time.perf_counter() - stage_start
-    timings["total"] = time.perf_counter() - started
-    return BgReplaceResult(
-        images=images,
-        seeds=tuple(seeds),
-        request=request,
-        timings=timings,
-        backend="hosted",
-        info={"url": settings.url, "remaining_credits": credits, "calls": len(seeds), "attempts": attempts,
-              "generation_size": list(backgrounds[0].size), "output_size": list(images[0].size),
-              "mask_source": prepared.mask_source},
-        intermediates=Intermediates(subject_alpha=prepared.alpha, inpaint_mask=prepared.inpaint_mask,
-                                    canny=prepared.canny, backgrounds=tuple(backgrounds)),
-    )
+    return finish_result(request, prepared, backgrounds, seeds, timings=timings, started=started, backend="hosted",
+                         info={"url": settings.url, "remaining_credits": credits, "calls": len(seeds),
+                               "attempts": attempts, "generation_size": list(backgrounds[0].size)})
 
 
 @dataclass(frozen=True)

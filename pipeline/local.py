@@ -10,9 +10,9 @@ from PIL import Image
 from .errors import GenerationCancelled, OutOfMemory
 from .images import to_rgb
 from .models import LoadedModels, load_models
-from .prepare import PreparedInputs, Reuse, compose_output, resolve_seeds
+from .prepare import PreparedInputs, Reuse, finish_result, resolve_seeds
 from .request import BgReplaceRequest
-from .result import BgReplaceResult, CancelCheck, Intermediates, Progress, ProgressCallback
+from .result import BgReplaceResult, CancelCheck, Progress, ProgressCallback
 from .schedulers import make_scheduler
 
 
@@ -49,30 +49,11 @@ def generate_local(
     backgrounds = _denoise(models, request, prepared, seeds, report, should_cancel, reuse)
     timings["generate"] = time.perf_counter() - stage_start
 
-    stage_start = time.perf_counter()
     report(Progress("compose", 0.0, "Laying the product back over the new background"))
-    images = tuple(compose_output(request, prepared, background) for background in backgrounds)
-    timings["compose"] = time.perf_counter() - stage_start
-    timings["total"] = time.perf_counter() - started
+    result = finish_result(request, prepared, backgrounds, seeds, timings=timings, started=started, backend="local",
+                           info=models.info())
     report(Progress("compose", 1.0, "Done"))
-    return BgReplaceResult(
-        images=images,
-        seeds=tuple(seeds),
-        request=request,
-        timings=timings,
-        backend="local",
-        info=models.info() | {
-            "generation_size": list(prepared.size),
-            "output_size": list(images[0].size),
-            "mask_source": prepared.mask_source,
-        },
-        intermediates=Intermediates(
-            subject_alpha=prepared.alpha,
-            inpaint_mask=prepared.inpaint_mask,
-            canny=prepared.canny,
-            backgrounds=tuple(backgrounds),
-        ),
-    )
+    return result
 
 
 def _denoise(

@@ -4,6 +4,7 @@ map; and after it: the product laid back over each new background."""
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,7 @@ from .edges import subject_canny
 from .images import to_rgb
 from .masking import inpaint_mask, refine_alpha, subject_alpha
 from .request import MAX_SEED, BgReplaceRequest
+from .result import BgReplaceResult, Intermediates
 
 
 @dataclass(frozen=True)
@@ -82,3 +84,22 @@ def compose_output(request: BgReplaceRequest, prepared: PreparedInputs, backgrou
     if request.output_size == "generation":
         return composite_product(prepared.image, prepared.alpha_small, background)
     return composite_product(prepared.product, prepared.alpha, background)
+
+
+def finish_result(request: BgReplaceRequest, prepared: PreparedInputs, backgrounds: list[Image.Image],
+                  seeds: list[int], *, timings: dict[str, float], started: float, backend: str,
+                  info: dict[str, Any]) -> BgReplaceResult:
+    """Lay the product over each new background and assemble the result, the same for every backend.
+    ``info`` adds to (or corrects) the sizes and mask source recorded here."""
+    stage_start = time.perf_counter()
+    images = tuple(compose_output(request, prepared, background) for background in backgrounds)
+    timings["compose"] = time.perf_counter() - stage_start
+    timings["total"] = time.perf_counter() - started
+    recorded = {"generation_size": list(prepared.size), "output_size": list(images[0].size),
+                "mask_source": prepared.mask_source}
+    return BgReplaceResult(
+        images=images, seeds=tuple(seeds), request=request, timings=timings, backend=backend,
+        info=recorded | info,
+        intermediates=Intermediates(subject_alpha=prepared.alpha, inpaint_mask=prepared.inpaint_mask,
+                                    canny=prepared.canny, backgrounds=tuple(backgrounds)),
+    )
