@@ -24,14 +24,17 @@ def _round_to_multiple(value: float) -> int:
     return max(_MIN_GENERATION_SIDE, int(round(value / SIZE_MULTIPLE)) * SIZE_MULTIPLE)
 
 
-def resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """Area averaging when shrinking (no aliasing), Lanczos when enlarging."""
-    if image.size == size:
-        return image
-    shrinking = size[0] * size[1] < image.width * image.height
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LANCZOS4
-    resized = cv2.resize(np.asarray(image), size, interpolation=interpolation)
-    return Image.fromarray(resized, mode=image.mode)
+def resize(image: Image.Image | np.ndarray, size: tuple[int, int]) -> Image.Image:
+    """Area averaging when shrinking (no aliasing), bicubic when enlarging. Pass pixels you already hold
+    as an array: turning a 24 MP image into one costs a sixth of a second each time."""
+    pixels = image if isinstance(image, np.ndarray) else np.asarray(image)
+    mode = "L" if pixels.ndim == 2 else "RGB" if pixels.shape[2] == 3 else "RGBA"
+    if pixels.shape[1::-1] == size:
+        return image if isinstance(image, Image.Image) else Image.fromarray(pixels, mode=mode)
+    shrinking = size[0] * size[1] < pixels.shape[0] * pixels.shape[1]
+    # Bicubic, not Lanczos, to enlarge: the same look on a ~1 MP generated background, 9x faster to 24 MP.
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
+    return Image.fromarray(cv2.resize(pixels, size, interpolation=interpolation), mode=mode)
 
 
 def cover(image: Image.Image, size: tuple[int, int]) -> Image.Image:
@@ -48,61 +51,99 @@ def cover(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return resize(image, size)
 
 
-def composite_product(product: Image.Image, alpha: Image.Image, background: Image.Image) -> Image.Image:
+def composite_product(product: Image.Image | np.ndarray, alpha: Image.Image | np.ndarray,
+                      background: Image.Image) -> Image.Image:
     """The product (its own pixels, at its own size) laid over ``background`` through the soft ``alpha``.
 
     Where alpha is 255 the output is the input, bit for bit. On the soft edge the product's colour is
     first separated from the old backdrop it was photographed on, so no light (or dark) fringe of the old
-    background survives around the product.
+    background survives around the product. Only the soft edge is blended pixel by pixel: a 24 MP photo's
+    solid product and clear background are copied whole, which keeps the final step well under a second.
+    ``product`` (RGB) and ``alpha`` (L) may be arrays, which saves converting a large photo per sample.
     """
-    rgb = np.asarray(product.convert("RGB"))
-    weights = np.asarray(alpha.convert("L"))
-    new_background = np.asarray(cover(background.convert("RGB"), product.size))
-    foreground = _decontaminated(rgb, weights)
-    a = weights.astype(np.uint16)[..., None]
-    blended = (foreground.astype(np.uint16) * a + new_background.astype(np.uint16) * (255 - a) + 127) // 255
-    return Image.fromarray(blended.astype(np.uint8), mode="RGB")
+    rgb = product if isinstance(product, np.ndarray) else np.asarray(product.convert("RGB"))
+    weights = alpha if isinstance(alpha, np.ndarray) else np.asarray(alpha.convert("L"))
+    output = np.array(cover(background.convert("RGB"), rgb.shape[1::-1]))  # a writable copy
+    cv2.copyTo(rgb, (weights == 255).view(np.uint8), output)
+    rows, cols = np.nonzero((weights > 0) & (weights < 255))
+    if rows.size:
+        foreground = _decontaminated_edge(rgb, weights, rows, cols)
+        a = weights[rows, cols].astype(np.uint16)[:, None]
+        blended = (foreground.astype(np.uint16) * a + output[rows, cols].astype(np.uint16) * (255 - a) + 127) // 255
+        output[rows, cols] = blended.astype(np.uint8)
+    return Image.fromarray(output, mode="RGB")
 
 
-def _decontaminated(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """``rgb`` with soft-edge pixels recoloured from the nearby solid product.
+# Reaches (in pixels of a ~1.5 MP working copy) over which the soft edge looks for solid product colour:
+# widest first, so the nearest solid colour found at the finest reach wins (wide feathering too).
+_FILL_SIGMAS = (32.0, 8.0, 2.0)
+_FILL_WORKING_SIDE = 1536  # colour fill is smooth: bigger photos are filled from a copy this size
+_FILL_GRID_SIGMA = 2.0  # each reach is blurred on a grid coarse enough that its blur is this many cells
+
+
+def _decontaminated_edge(rgb: np.ndarray, alpha: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The colour of the product at each soft-edge pixel (``rows``, ``cols``), taken from the solid product
+    nearby rather than from the photo.
 
     A soft-edge pixel mixes product and old backdrop, and a mask model's soft edge often reaches a pixel
-    or two into the backdrop. Taking those pixels' colour from the solid product next to them (rather
-    than from the photo) means the old backdrop cannot show as a light or dark fringe; solid product
-    pixels (alpha 255) are never touched.
+    or two into the backdrop. Taking those pixels' colour from the solid product next to them means the
+    old backdrop cannot show as a light or dark fringe. Each reach is a normalised Gaussian mean of the
+    solid pixels, computed on a grid coarse enough for a 2-cell blur and read back at the edge pixels
+    only, so its cost does not grow with the reach or with the photo's megapixels.
     """
-    edge = (alpha > 0) & (alpha < 255)
-    if not edge.any():
-        return rgb
-    top, bottom, left, right = _bounding_box(edge, margin=96, shape=alpha.shape)
-    crop_rgb = rgb[top:bottom, left:right].astype(np.float32)
-    crop_edge = edge[top:bottom, left:right]
-    solid = alpha[top:bottom, left:right] >= SOLID_ALPHA
-    estimate = crop_rgb
-    # Widest reach first, so the nearest solid colour found at the finest scale wins (wide feathering too).
-    for sigma in (32.0, 8.0, 2.0):
-        interior, has_interior = _local_mean(crop_rgb, solid, sigma)
-        estimate = np.where(has_interior[..., None], interior, estimate)
-    result = rgb.copy()
-    patch = result[top:bottom, left:right]
-    patch[crop_edge] = np.clip(estimate[crop_edge] + 0.5, 0, 255).astype(np.uint8)
-    return result
+    top, bottom, left, right = _bounding_box(rows, cols, margin=96, shape=alpha.shape)
+    # Colour premultiplied by solidity (exact in 8 bits: solidity is 0 or 1) and solidity itself, shrunk
+    # alike: their ratio, after any resize or blur, is a weighted mean of solid colour.
+    solid = (alpha[top:bottom, left:right] >= SOLID_ALPHA).view(np.uint8)
+    crop = rgb[top:bottom, left:right]
+    premultiplied = cv2.bitwise_and(crop, crop, mask=solid)
+    working = min(1.0, _FILL_WORKING_SIDE / max(solid.shape))
+    if working < 1.0:  # shrink in 8 bits before anything turns into floats
+        size = (max(1, round(solid.shape[1] * working)), max(1, round(solid.shape[0] * working)))
+        premultiplied = cv2.resize(premultiplied, size, interpolation=cv2.INTER_AREA)
+        solid = cv2.resize(solid * np.uint8(255), size, interpolation=cv2.INTER_AREA)
+    else:
+        solid = solid * np.uint8(255)
+    layers = np.dstack([premultiplied, solid]).astype(np.float32)
+    layers[..., 3] *= 1.0 / 255.0
+    # Edge pixel centres in working-grid coordinates.
+    ys = ((rows - top + 0.5) * working - 0.5).astype(np.float32)
+    xs = ((cols - left + 0.5) * working - 0.5).astype(np.float32)
+    estimate = rgb[rows, cols].astype(np.float32)
+    for sigma in _FILL_SIGMAS:
+        grid = min(1.0, _FILL_GRID_SIGMA / sigma)
+        blurred = cv2.GaussianBlur(_shrunk(layers, grid), (0, 0), sigma * grid)
+        points = _sample(blurred, (xs + 0.5) * grid - 0.5, (ys + 0.5) * grid - 0.5)
+        reached = points[:, 3]
+        found = reached > 1e-3
+        estimate[found] = points[found, :3] / reached[found, None]
+    return np.clip(estimate + 0.5, 0, 255).astype(np.uint8)
 
 
-def _local_mean(values: np.ndarray, where: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """Gaussian-weighted mean of ``values`` over the pixels in ``where``, and where that mean exists."""
-    weight = cv2.GaussianBlur(where.astype(np.float32), (0, 0), sigma)
-    total = cv2.GaussianBlur(values * where[..., None], (0, 0), sigma)
-    return total / np.maximum(weight, 1e-6)[..., None], weight > 1e-3
+def _shrunk(layers: np.ndarray, scale: float) -> np.ndarray:
+    if scale >= 1.0:
+        return layers
+    size = (max(1, round(layers.shape[1] * scale)), max(1, round(layers.shape[0] * scale)))
+    return cv2.resize(layers, size, interpolation=cv2.INTER_AREA)
 
 
-def _bounding_box(mask: np.ndarray, *, margin: int, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
+def _sample(image: np.ndarray, xs: np.ndarray, ys: np.ndarray, row: int = 1024) -> np.ndarray:
+    """Bilinear samples of ``image`` at (``xs``, ``ys``), one row per point. OpenCV's remap wants maps
+    under 32767 on each side, so the points travel as a block ``row`` wide."""
+    count = xs.size
+    padded = -(-count // row) * row
+    map_x = np.zeros(padded, np.float32)
+    map_y = np.zeros(padded, np.float32)
+    map_x[:count], map_y[:count] = xs, ys
+    block = cv2.remap(image, map_x.reshape(-1, row), map_y.reshape(-1, row), cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_REPLICATE)
+    return block.reshape(padded, image.shape[2])[:count]
+
+
+def _bounding_box(rows: np.ndarray, cols: np.ndarray, *, margin: int, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
     return (
-        max(rows[0] - margin, 0),
-        min(rows[-1] + margin + 1, shape[0]),
-        max(cols[0] - margin, 0),
-        min(cols[-1] + margin + 1, shape[1]),
+        max(int(rows.min()) - margin, 0),
+        min(int(rows.max()) + margin + 1, shape[0]),
+        max(int(cols.min()) - margin, 0),
+        min(int(cols.max()) + margin + 1, shape[1]),
     )

@@ -14,11 +14,12 @@ def subject_canny(image: Image.Image, alpha: Image.Image, *, low: int = 100, hig
     The background is flattened to black or white, whichever contrasts more with the product, so the
     silhouette always yields an edge and nothing of the old backdrop (texture, shadows) does.
     """
-    rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
-    weight = np.asarray(alpha.convert("L"), dtype=np.float32)[..., None] / 255.0
-    gray_product = float((rgb.mean(axis=2, keepdims=True) * weight).sum() / max(weight.sum(), 1.0))
+    # Greyscale is a weighted sum of the channels, so flattening the grey image equals greying the
+    # flattened colour one: one channel of float maths instead of three.
+    gray = cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    weight = np.asarray(alpha.convert("L"), dtype=np.float32) * (1.0 / 255.0)
+    gray_product = float((gray * weight).sum() / max(float(weight.sum()), 1.0))
     flat_value = 0.0 if gray_product > 127 else 255.0
-    flattened = rgb * weight + flat_value * (1.0 - weight)
-    gray = cv2.cvtColor(np.clip(flattened + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY)
-    edges = cv2.Canny(gray, low, high)
+    flattened = (gray - flat_value) * weight + flat_value
+    edges = cv2.Canny(np.clip(flattened + 0.5, 0, 255).astype(np.uint8), low, high)
     return Image.fromarray(np.repeat(edges[..., None], 3, axis=2), mode="RGB")

@@ -68,45 +68,62 @@ def _denoise(
     import torch
 
     pipe = models.pipe
-    total_steps = max(1, int(request.num_inference_steps * request.strength))
+    steps = max(1, int(request.num_inference_steps * request.strength))
+    # With offload the GPU is small: samples go through one at a time, so 4 samples need the memory of 1.
+    # Each sample's noise comes from its own seed alone, so the images are the same either way.
+    batches = [seeds] if models.runtime.memory_mode == "none" else [[seed] for seed in seeds]
+    total_steps = steps * len(batches)
+    done_steps = 0
 
     def on_step_end(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
         if should_cancel is not None and should_cancel():
             raise GenerationCancelled("generation was cancelled")
-        report(Progress("denoise", min(1.0, (step + 1) / total_steps), f"Step {step + 1}/{total_steps}"))
+        current = done_steps + step + 1
+        report(Progress("denoise", min(1.0, current / total_steps), f"Step {current}/{total_steps}"))
         return tensors
 
+    images: list[Image.Image] = []
     with models.lock:  # one generation at a time on the device
         pipe.scheduler = make_scheduler(request.scheduler, models.scheduler_config)
         pipe.set_ip_adapter_scale(request.ip_adapter_weight)
-        # CPU generators: the same seed gives the same noise on any device.
-        generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         report(Progress("denoise", 0.0, f"Generating {len(seeds)} image(s) at {prepared.size[0]}x{prepared.size[1]}"))
         do_cfg = request.guidance_scale > 1  # diffusers skips the unconditional pass at guidance 1
         try:
-            output = pipe(
-                **_prompt_embeddings(pipe, request, do_cfg, reuse),
-                ip_adapter_image_embeds=_reference_embeddings(pipe, request, do_cfg, reuse),
-                image=prepared.image,
-                mask_image=prepared.inpaint_mask,
-                control_image=prepared.canny,
-                width=prepared.size[0],
-                height=prepared.size[1],
-                strength=request.strength,
-                num_inference_steps=request.num_inference_steps,
-                guidance_scale=request.guidance_scale,
-                controlnet_conditioning_scale=request.cn_weight,
-                num_images_per_prompt=len(seeds),
-                generator=generators,
-                callback_on_step_end=on_step_end,
-                output_type="pil",
-            )
+            for batch in batches:
+                images += _run_pipe(pipe, request, prepared, batch, on_step_end, do_cfg, reuse)
+                done_steps += steps
         except torch.OutOfMemoryError:
             _free_device_memory()
             raise OutOfMemory(
                 f"the GPU ran out of memory making {len(seeds)} image(s) at {prepared.size[0]}x{prepared.size[1]}; "
                 "try fewer samples, a smaller resolution, or BACKDROP_MEMORY_MODE=model (or sequential)"
             ) from None
+    return images
+
+
+def _run_pipe(pipe: Any, request: BgReplaceRequest, prepared: PreparedInputs, seeds: list[int],
+              on_step_end: Any, do_cfg: bool, reuse: Reuse) -> list[Image.Image]:
+    import torch
+
+    # CPU generators: the same seed gives the same noise on any device.
+    generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+    output = pipe(
+        **_prompt_embeddings(pipe, request, do_cfg, reuse),
+        ip_adapter_image_embeds=_reference_embeddings(pipe, request, do_cfg, reuse),
+        image=prepared.image,
+        mask_image=prepared.inpaint_mask,
+        control_image=prepared.canny,
+        width=prepared.size[0],
+        height=prepared.size[1],
+        strength=request.strength,
+        num_inference_steps=request.num_inference_steps,
+        guidance_scale=request.guidance_scale,
+        controlnet_conditioning_scale=request.cn_weight,
+        num_images_per_prompt=len(seeds),
+        generator=generators,
+        callback_on_step_end=on_step_end,
+        output_type="pil",
+    )
     return list(output.images)
 
 

@@ -31,10 +31,16 @@ MASK_MODELS: tuple[str, ...] = (
 )
 DEFAULT_MASK_MODEL = "birefnet-general-lite"
 
-# The mask models see at most ~1024 px; handing them a 24 MP photo only costs resize time.
-_MASK_INPUT_MAX_SIDE = 2048
+# The square each mask model sees (rembg stretches any photo to it). Shrinking the photo to exactly this
+# ourselves, in one fast box reduction, spares rembg's Lanczos resizes of the full photo on the way in
+# and of the mask on the way out: a tenth of the mask step at 1 MP, far more at 24 MP.
+_MODEL_INPUT_SIDE = {"u2net": 320, "u2netp": 320, "silueta": 320}
+_LARGE_MODEL_INPUT_SIDE = 1024  # BiRefNet and ISNet
 
 _CLEAR_ALPHA = 5  # at or below this, a mask model's alpha is noise in the backdrop
+# Snapping as a lookup table: one pass over a 24 MP mask instead of two comparisons and two selections.
+_SNAP = np.where(np.arange(256) >= SOLID_ALPHA, 255, np.where(np.arange(256) <= _CLEAR_ALPHA, 0, np.arange(256)))
+_SNAP = _SNAP.astype(np.uint8)
 
 _sessions: dict[str, Any] = {}
 _sessions_lock = threading.Lock()
@@ -74,20 +80,20 @@ def subject_alpha(
         return _fit_user_mask(user_mask, image.size), "user mask"
     if image.mode == "RGBA" and image.getchannel("A").getextrema()[0] < 255:
         return image.getchannel("A"), "image transparency"
-    return _rembg_alpha(image.convert("RGB"), mask_model), mask_model
+    return _rembg_alpha(image, mask_model), mask_model
 
 
 def _rembg_alpha(image: Image.Image, mask_model: str) -> Image.Image:
     import rembg
 
     session = mask_session(mask_model)
+    side = _MODEL_INPUT_SIDE.get(mask_model, _LARGE_MODEL_INPUT_SIDE)
     small = image
-    if max(image.size) > _MASK_INPUT_MAX_SIDE:
-        small = image.copy()
-        small.thumbnail((_MASK_INPUT_MAX_SIDE, _MASK_INPUT_MAX_SIDE), Image.Resampling.BILINEAR)
-    alpha = rembg.remove(small, session=session, only_mask=True)
+    if min(image.size) > side:  # never enlarge here: a small photo goes in as it is
+        small = image.resize((side, side), Image.Resampling.BOX, reducing_gap=2.0)
+    alpha = rembg.remove(small.convert("RGB"), session=session, only_mask=True)
     if alpha.size != image.size:
-        resized = cv2.resize(np.asarray(alpha), image.size, interpolation=cv2.INTER_LINEAR)
+        resized = cv2.resize(np.asarray(alpha), image.size, interpolation=cv2.INTER_CUBIC)
         alpha = Image.fromarray(resized, mode="L")
     if alpha.getextrema()[1] < 128:
         raise BackdropError(
@@ -119,8 +125,7 @@ def refine_alpha(alpha: Image.Image, *, grow: int = 0, feather: int = 0) -> Imag
     Mask models rarely say a flat 255 inside the product or 0 far from it; near-certain values are
     snapped first, so the product's interior is kept exactly and faint specks in the backdrop vanish.
     """
-    values = np.asarray(alpha.convert("L"))
-    values = np.where(values >= SOLID_ALPHA, 255, np.where(values <= _CLEAR_ALPHA, 0, values)).astype(np.uint8)
+    values = cv2.LUT(np.asarray(alpha.convert("L")), _SNAP)
     if grow:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * abs(grow) + 1, 2 * abs(grow) + 1))
         values = cv2.dilate(values, kernel) if grow > 0 else cv2.erode(values, kernel)

@@ -177,11 +177,13 @@ class LoadedModels:
     spec: ModelSpec
     runtime: Runtime
     scheduler_config: dict[str, Any]
+    speed: list[str] = dataclasses.field(default_factory=list)  # speed-ups applied (pipeline.speed)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)  # one generation at a time
 
     def info(self) -> dict[str, Any]:
         """Model ids and runtime, for run summaries and saved metadata (no secrets live here)."""
-        return {"model_set": self.spec.name, **dataclasses.asdict(self.runtime), "models": _model_ids(self.spec)}
+        return {"model_set": self.spec.name, **dataclasses.asdict(self.runtime), "speed_ups": list(self.speed),
+                "models": _model_ids(self.spec)}
 
 
 def _model_ids(spec: ModelSpec) -> dict[str, str]:
@@ -269,9 +271,23 @@ def _load(spec: ModelSpec, runtime: Runtime, say: LoadProgress) -> LoadedModels:
         )
     except Exception as exc:
         raise _load_error("IP-Adapter", spec.ip_adapter, "ip_adapter", exc) from exc
+    return assemble(pipe, spec, runtime, say)
+
+
+def assemble(pipe: Any, spec: ModelSpec, runtime: Runtime, say: LoadProgress | None = None) -> LoadedModels:
+    """Speed up and place a built pipeline (IP-Adapter loaded) on its device: the last steps of loading,
+    shared by ``load_models`` and benchmarks/gpu.py, which builds full-size models from configs."""
+    from .speed import SpeedOptions, speed_up
+
+    say = say or (lambda message: None)
+    options = SpeedOptions.for_runtime(runtime.device, runtime.memory_mode)
+    if options.applied():
+        say(f"Speed-ups: {', '.join(options.applied())}")
+    speed_up(pipe, options)
     _place(pipe, runtime, say)
     pipe.set_progress_bar_config(disable=True)
-    return LoadedModels(pipe=pipe, spec=spec, runtime=runtime, scheduler_config=dict(pipe.scheduler.config))
+    return LoadedModels(pipe=pipe, spec=spec, runtime=runtime, scheduler_config=dict(pipe.scheduler.config),
+                        speed=options.applied())
 
 
 def _from_pretrained(cls: Any, model_id: str, what: str, field: str, dtype: Any, variant: str | None, **kwargs: Any) -> Any:

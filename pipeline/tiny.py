@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-TINY_VERSION = "tiny-v3"  # bump when the configs below change, so stale caches are rebuilt
+TINY_VERSION = "tiny-v4"  # bump when the configs below change, so stale caches are rebuilt
 TEXT_HIDDEN = 32  # each text encoder's width; the UNet sees both concatenated
 TIME_EMBED_DIM = 8
 IMAGE_EMBED_DIM = 32
@@ -179,28 +179,39 @@ def _build_ip_adapter(path: Path) -> None:
     )
     encoder.save_pretrained(path / "image_encoder")
 
-    cross_dim = _UNET_SHAPE["cross_attention_dim"]
-    weights = {
-        "image_proj.proj.weight": torch.randn(cross_dim * IP_TOKENS, IMAGE_EMBED_DIM) * 0.2,
-        "image_proj.proj.bias": torch.zeros(cross_dim * IP_TOKENS),
-        "image_proj.norm.weight": torch.ones(cross_dim),
-        "image_proj.norm.bias": torch.zeros(cross_dim),
-    }
-    # One to_k_ip/to_v_ip pair per cross-attention layer, numbered as diffusers' loader walks them
-    # (1, 3, 5, ...: the original IP-Adapter counted self-attention layers in between).
+    # One to_k_ip/to_v_ip pair per cross-attention layer of the UNet the adapter will be loaded into.
     unet = UNet2DConditionModel(
         in_channels=9, out_channels=4, up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), **_UNET_SHAPE
     )
+    weights = ip_adapter_weights(unet, image_embed_dim=IMAGE_EMBED_DIM, num_tokens=IP_TOKENS)
+    path.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(path / "ip-adapter_sdxl.safetensors"))
+
+
+def ip_adapter_weights(unet, *, image_embed_dim: int, num_tokens: int, scale: float = 0.2) -> dict:
+    """Random IP-Adapter weights for ``unet``, keyed as ``ip-adapter_sdxl.safetensors`` is: ``image_proj.*``
+    (the image embedding projected to ``num_tokens`` text-like tokens) and ``ip_adapter.{id}.to_k_ip`` /
+    ``to_v_ip`` per cross-attention layer, numbered as diffusers' loader walks them (1, 3, 5, ...: the
+    original IP-Adapter counted self-attention layers in between). Tensors are made on the UNet's device."""
+    import torch
+
+    cross_dim = unet.config.cross_attention_dim
+    device = unet.device
+    weights = {
+        "image_proj.proj.weight": torch.randn(cross_dim * num_tokens, image_embed_dim, device=device) * scale,
+        "image_proj.proj.bias": torch.zeros(cross_dim * num_tokens, device=device),
+        "image_proj.norm.weight": torch.ones(cross_dim, device=device),
+        "image_proj.norm.bias": torch.zeros(cross_dim, device=device),
+    }
     key_id = 1
     for name in unet.attn_processors:
         if name.endswith("attn1.processor"):
             continue
         hidden = _hidden_size(name, unet.config.block_out_channels)
-        weights[f"ip_adapter.{key_id}.to_k_ip.weight"] = torch.randn(hidden, cross_dim) * 0.2
-        weights[f"ip_adapter.{key_id}.to_v_ip.weight"] = torch.randn(hidden, cross_dim) * 0.2
+        weights[f"ip_adapter.{key_id}.to_k_ip.weight"] = torch.randn(hidden, cross_dim, device=device) * scale
+        weights[f"ip_adapter.{key_id}.to_v_ip.weight"] = torch.randn(hidden, cross_dim, device=device) * scale
         key_id += 2
-    path.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in weights.items()}, str(path / "ip-adapter_sdxl.safetensors"))
+    return weights
 
 
 def _hidden_size(processor_name: str, block_out_channels: tuple[int, ...]) -> int:

@@ -1,0 +1,110 @@
+"""Preprocessing cost on the CPU: decode + EXIF, the mask, canny and the final compositing, per photo size.
+
+    python benchmarks/preprocess.py [--sizes 1024x1024 6000x4000] [--repeats 5] [--mask-model u2netp]
+
+The photo is the example running shoe, stored as a camera stores a portrait-held shot (JPEG, EXIF
+orientation 6), so decoding includes turning it upright. Each stage goes through the library's own
+functions (``load_image``, ``prepare_inputs``, ``compose_output``); the figures are medians of
+``--repeats`` runs after one warm-up run, which also pays the one-off cost of opening the mask model
+(reported on its own). Prints a table and writes benchmarks/results/preprocess.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import RESULTS, jpeg_bytes, machine, peak_rss_mib, reset_peak_rss, rss_mib, table, timed, write_report
+
+STAGES = ("decode_exif", "mask", "refine_and_resize", "canny", "composite")
+
+
+def product_photo(width: int, height: int) -> Any:
+    """The example shoe at ``width`` x ``height``. Large sizes are rendered at 1.5 MP, enlarged and given
+    sensor noise, so the JPEG carries a real photo's detail (and decodes at a real photo's cost)."""
+    import cv2
+    import numpy as np
+    from PIL import Image
+    from render import running_shoe
+
+    scale = min(1.0, (1536 * 1024 / (width * height)) ** 0.5)
+    photo, _ = running_shoe(max(64, round(width * scale)), max(64, round(height * scale)))
+    if scale == 1.0:
+        return photo
+    pixels = cv2.resize(np.asarray(photo), (width, height), interpolation=cv2.INTER_CUBIC).astype(np.int16)
+    noise = np.random.default_rng(0).normal(0, 2.0, pixels.shape).astype(np.int16)
+    return Image.fromarray(np.clip(pixels + noise, 0, 255).astype(np.uint8), mode="RGB")
+
+
+def measure(width: int, height: int, *, repeats: int, mask_model: str) -> dict[str, Any]:
+    from PIL import Image
+    from render import reference_scene
+
+    from pipeline import BgReplaceRequest
+    from pipeline.compose import resize
+    from pipeline.images import load_image
+    from pipeline.prepare import compose_output, prepare_inputs
+
+    # Stored sideways with orientation 6 ("turn 90 degrees clockwise to view"): upright it is width x height.
+    data = jpeg_bytes(product_photo(width, height).transpose(Image.Transpose.ROTATE_90), orientation=6)
+    scene = reference_scene("marble", 512, 512)
+
+    def once() -> dict[str, float]:
+        started = time.perf_counter()
+        photo = load_image(data)
+        decoded = time.perf_counter() - started
+        assert photo.size == (width, height), photo.size
+        request = BgReplaceRequest(image=photo, ref_image=scene, prompt="shoe on marble", mask_model=mask_model)
+        prepared = prepare_inputs(request, 1024)
+        background = resize(scene, prepared.size)
+        compose_seconds, output = timed(lambda: compose_output(request, prepared, background), 1)
+        assert output.size == (width, height)
+        seconds = {"decode_exif": decoded, **prepared.seconds, "composite": compose_seconds}
+        seconds["total"] = time.perf_counter() - started
+        return seconds
+
+    from pipeline.masking import mask_session
+
+    opened = time.perf_counter()
+    mask_session(mask_model)
+    open_seconds = time.perf_counter() - opened
+    once()  # warm-up: first-call allocations and caches belong to no row
+    baseline = rss_mib()
+    reset_peak_rss()
+    runs = [once() for _ in range(repeats)]
+    medians = {stage: statistics.median(run[stage] for run in runs) for stage in (*STAGES, "total")}
+    return {"size": f"{width}x{height}", "jpeg_mib": round(len(data) / 2**20, 2), "seconds": medians,
+            "mask_model_open_seconds": open_seconds, "rss_before_mib": baseline,
+            "peak_rss_mib": peak_rss_mib(), "peak_extra_mib": round(peak_rss_mib() - baseline, 1)}
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    width, _, height = text.lower().partition("x")
+    return int(width), int(height)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=["1024x1024", "6000x4000"])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--mask-model", default="u2netp")
+    parser.add_argument("--json", type=Path, default=RESULTS / "preprocess.json")
+    args = parser.parse_args(argv)
+
+    cases = [measure(*parse_size(size), repeats=args.repeats, mask_model=args.mask_model) for size in args.sizes]
+    report = {"benchmark": "preprocess", "mask_model": args.mask_model, "repeats": args.repeats,
+              "machine": machine(), "cases": cases}
+    headers = ["stage (median s)"] + [case["size"] for case in cases]
+    rows = [[stage] + [case["seconds"][stage] for case in cases] for stage in (*STAGES, "total")]
+    rows.append(["(once per process) open mask model"] + [case["mask_model_open_seconds"] for case in cases])
+    rows.append(["peak memory while preprocessing, MiB above the process's"] + [case["peak_extra_mib"] for case in cases])
+    print(table(headers, rows))
+    write_report(args.json, report)
+    return report
+
+
+if __name__ == "__main__":
+    main()

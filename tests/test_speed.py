@@ -1,0 +1,164 @@
+"""The faster paths keep the results: fused attention, per-sample offload batches, skipped VAE encodes,
+and the large-photo compositing shortcuts."""
+
+from __future__ import annotations
+
+import copy
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline import generate
+from pipeline.compose import SOLID_ALPHA, composite_product
+from pipeline.models import LoadedModels, resolve_runtime
+from scenes import perfume_bottle
+
+
+def pixels(image) -> np.ndarray:
+    return np.asarray(image).astype(np.int16)
+
+
+@pytest.fixture(scope="module")
+def fused_models(tiny_models):
+    """The tiny pipeline with every self-attention layer fused, on its own copy of the weights."""
+    from pipeline.speed import fuse_self_attention
+
+    pipe = copy.deepcopy(tiny_models.pipe)
+    counts = [fuse_self_attention(model) for model in (pipe.unet, pipe.controlnet)]
+    assert all(count > 0 for count in counts)
+    return LoadedModels(pipe=pipe, spec=tiny_models.spec, runtime=tiny_models.runtime,
+                        scheduler_config=tiny_models.scheduler_config)
+
+
+def test_fused_self_attention_gives_the_same_image(tiny_models, fused_models, make_request):
+    plain = generate(make_request(seed=3), models=tiny_models)
+    fused = generate(make_request(seed=3), models=fused_models)
+    assert np.abs(pixels(plain.images[0]) - pixels(fused.images[0])).max() <= 2
+
+
+def test_fusing_keeps_the_ip_adapter_working(fused_models, make_request):
+    """diffusers' own fuse_qkv_projections() replaces the IP-Adapter's processors; ours must not."""
+    from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
+
+    processors = fused_models.pipe.unet.attn_processors.values()
+    assert sum(isinstance(processor, IPAdapterAttnProcessor2_0) for processor in processors) > 0
+    without = generate(make_request(ip_adapter_weight=0.0), models=fused_models)
+    with_it = generate(make_request(ip_adapter_weight=0.5), models=fused_models)
+    assert np.abs(pixels(without.images[0]) - pixels(with_it.images[0])).mean() > 0.5
+
+
+def test_offload_modes_run_samples_one_at_a_time_with_the_same_images(tiny_models, make_request):
+    """BACKDROP_MEMORY_MODE=model sends one sample at a time through the UNet; the images must not change."""
+    one_at_a_time = LoadedModels(pipe=tiny_models.pipe, spec=tiny_models.spec,
+                                 runtime=resolve_runtime("cpu", "float32", "model"),
+                                 scheduler_config=tiny_models.scheduler_config)
+    calls = []
+    real_call = type(tiny_models.pipe).__call__
+
+    def counting_call(pipe, *args, **kwargs):
+        calls.append(kwargs["num_images_per_prompt"])
+        return real_call(pipe, *args, **kwargs)
+
+    progress = []
+    type(tiny_models.pipe).__call__ = counting_call
+    try:
+        batched = generate(make_request(seed=50, samples=3), models=tiny_models)
+        single = generate(make_request(seed=50, samples=3), models=one_at_a_time, on_progress=progress.append)
+    finally:
+        type(tiny_models.pipe).__call__ = real_call
+    assert calls == [3, 1, 1, 1]
+    assert single.seeds == batched.seeds
+    for a, b in zip(batched.images, single.images):
+        assert np.abs(pixels(a) - pixels(b)).max() <= 2
+    denoise = [p.fraction for p in progress if p.stage == "denoise"]
+    assert denoise == sorted(denoise) and denoise[-1] == 1.0  # one progress bar across the three runs
+
+
+def count_vae_encodes(pipe, monkeypatch) -> list[int]:
+    calls = []
+    real_encode = pipe.vae.encode
+    monkeypatch.setattr(pipe.vae, "encode", lambda *a, **k: calls.append(1) or real_encode(*a, **k))
+    return calls
+
+
+def test_no_vae_encode_whose_result_is_unused(tiny_models, make_request, monkeypatch):
+    from diffusers import UNet2DConditionModel
+
+    from pipeline.diffusion import BackdropInpaintPipeline
+
+    # A 9-channel inpainting UNet at strength 1 reads only the masked product's latents: one encode.
+    calls = count_vae_encodes(tiny_models.pipe, monkeypatch)
+    generate(make_request(strength=1.0, samples=2), models=tiny_models)
+    assert len(calls) == 1
+
+    # A 4-channel UNet (a plain SDXL fine-tune) reads the product's latents and never the masked ones.
+    config = dict(tiny_models.pipe.unet.config) | {"in_channels": 4}
+    components = dict(tiny_models.pipe.components) | {"unet": UNet2DConditionModel.from_config(config)}
+    pipe = BackdropInpaintPipeline(**components)
+    pipe.unet.set_attn_processor(dict(tiny_models.pipe.unet.attn_processors))  # the IP-Adapter's layers
+    pipe.unet.encoder_hid_proj = tiny_models.pipe.unet.encoder_hid_proj
+    pipe.unet.config.encoder_hid_dim_type = "ip_image_proj"
+    plain = LoadedModels(pipe=pipe, spec=tiny_models.spec, runtime=tiny_models.runtime,
+                         scheduler_config=tiny_models.scheduler_config)
+    calls = count_vae_encodes(pipe, monkeypatch)
+    generate(make_request(strength=1.0), models=plain)
+    assert len(calls) == 1  # upstream encodes twice here
+
+
+def test_model_offload_takes_the_image_encoder_off_the_gpu_in_turn():
+    from pipeline.diffusion import BackdropInpaintPipeline
+
+    assert BackdropInpaintPipeline.model_cpu_offload_seq.split("->") == [
+        "text_encoder", "text_encoder_2", "image_encoder", "unet", "vae"]
+
+
+def test_speed_options_follow_the_device_and_the_compile_flag(monkeypatch):
+    from pipeline.speed import SpeedOptions
+
+    monkeypatch.delenv("BACKDROP_COMPILE", raising=False)
+    assert SpeedOptions.for_runtime("cpu", "none").applied() == []
+    assert SpeedOptions.for_runtime("cuda", "none").applied() == ["channels_last", "fuse_qkv"]
+    monkeypatch.setenv("BACKDROP_COMPILE", "1")
+    assert "compile" in SpeedOptions.for_runtime("cuda", "none").applied()
+    assert "compile" not in SpeedOptions.for_runtime("cuda", "model").applied()  # not with offload hooks
+    assert "vae_slicing" in SpeedOptions.for_runtime("cuda", "sequential").applied()
+
+
+def full_resolution_fill(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """The edge colours computed the slow, direct way: every reach blurred at full resolution."""
+    solid = (alpha >= SOLID_ALPHA).astype(np.float32)
+    values = rgb.astype(np.float32)
+    estimate = values.copy()
+    for sigma in (32.0, 8.0, 2.0):
+        weight = cv2.GaussianBlur(solid, (0, 0), sigma)
+        total = cv2.GaussianBlur(values * solid[..., None], (0, 0), sigma)
+        found = weight > 1e-3
+        estimate[found] = total[found] / weight[found, None]
+    return estimate
+
+
+def test_large_photo_compositing_matches_the_direct_computation():
+    """Above 1536 px the edge colour comes from a shrunk copy; the result must match the full-size maths."""
+    photo, alpha = perfume_bottle(1200, 800)
+    photo = photo.resize((3000, 2000), Image.Resampling.BICUBIC)
+    soft = cv2.GaussianBlur(np.asarray(alpha.resize((3000, 2000), Image.Resampling.BICUBIC)), (31, 31), 0)
+    green = Image.new("RGB", (300, 200), (0, 160, 0))
+    out = pixels(composite_product(photo, Image.fromarray(soft), green))
+    rgb = np.asarray(photo)
+    assert (out[soft == 255] == rgb[soft == 255]).all()
+    assert (out[soft == 0] == (0, 160, 0)).all()
+    edge = (soft > 0) & (soft < 255)
+    a = soft[edge].astype(np.float32)[:, None] / 255
+    expected = full_resolution_fill(rgb, soft)[edge] * a + np.array([0, 160, 0]) * (1 - a)
+    difference = np.abs(out[edge] - expected)
+    assert difference.mean() < 1.0 and np.percentile(difference, 99) < 8
+
+
+def test_compositing_accepts_arrays_and_images_alike():
+    photo, alpha = perfume_bottle(300, 200)
+    green = Image.new("RGB", (60, 40), (0, 160, 0))
+    from_images = composite_product(photo, alpha, green)
+    from_arrays = composite_product(np.asarray(photo), np.asarray(alpha), green)
+    assert np.array_equal(np.asarray(from_images), np.asarray(from_arrays))
