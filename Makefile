@@ -6,13 +6,21 @@ PIP := $(PY) -m pip install --disable-pip-version-check -c constraints.txt
 # Where the tests find the u2netp mask model (tests/conftest.py uses the same folder).
 U2NET_CACHE := $(CURDIR)/.cache/u2net
 
-.PHONY: run test install install-dev models browser clean
+.PHONY: run test bench bench-gpu install install-dev models browser clean
 
 run: install
 	$(PY) app.py
 
 test: install-dev models browser
 	$(PY) -m pytest
+
+# Benchmarks (benchmarks/README.md): the CPU ones anywhere, the GPU one on a CUDA machine.
+bench: install-dev models
+	$(PY) benchmarks/preprocess.py && $(PY) benchmarks/overhead.py && $(PY) benchmarks/cold_start.py \
+		&& $(PY) benchmarks/sweep_reuse.py
+
+bench-gpu: install-dev
+	$(PY) benchmarks/gpu.py
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev

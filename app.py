@@ -562,6 +562,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--share", action="store_true", help="Also serve on a public gradio.live link.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests, not ours
     os.environ["BACKDROP_PORT"] = str(args.port)  # for the studio's "Copy as API request"
     demo = launch_studio(host=args.host, port=args.port, model_set=args.model_set, output_dir=args.output_dir,
                          share=args.share)

@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "assets"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # its advice about optional backends is not ours
 os.environ.setdefault("U2NET_HOME", str(ROOT / ".cache" / "u2net"))
 os.environ.setdefault("BACKDROP_CACHE", str(ROOT / ".cache" / "backdrop"))
 

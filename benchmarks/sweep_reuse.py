@@ -1,6 +1,6 @@
 """What reusing the mask, canny map and embeddings saves in a 3x3 sweep, measured side by side in one run.
 
-    .venv/bin/python benchmarks/sweep_reuse.py [--model-set tiny] [--repeats 2] [--json out.json]
+    python benchmarks/sweep_reuse.py [--model-set tiny] [--repeats 2] [--json out.json]
 
 Runs the same 9 cells twice: as a sweep (shared ``Reuse``) and as 9 independent requests (each computing
 its own mask, canny map, prompt and reference embeddings). Prints a table and writes JSON.
@@ -9,18 +9,10 @@ its own mask, canny map, prompt and reference embeddings). Prints a table and wr
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "assets"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("U2NET_HOME", str(ROOT / ".cache" / "u2net"))
-os.environ.setdefault("BACKDROP_CACHE", str(ROOT / ".cache" / "backdrop"))
+from _common import RESULTS, machine, write_report
 
 
 def main() -> None:
@@ -28,7 +20,7 @@ def main() -> None:
     parser.add_argument("--model-set", default="tiny")
     parser.add_argument("--mask-model", default="u2netp")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "sweep_reuse.json")
+    parser.add_argument("--json", type=Path, default=RESULTS / "sweep_reuse.json")
     args = parser.parse_args()
 
     from render import perfume_bottle, reference_scene
@@ -62,13 +54,12 @@ def main() -> None:
         "device": models.runtime.device, "sweep_seconds": round(best_sweep, 3),
         "independent_seconds": round(best_independent, 3),
         "speedup": round(best_independent / best_sweep, 3),
-        "saved_percent": round(100 * (1 - best_sweep / best_independent), 1),
+        "saved_percent": round(100 * (1 - best_sweep / best_independent), 1), "machine": machine(),
     }
     print(f"| 3x3 sweep ({args.model_set}, {args.mask_model}, {report['device']}) | seconds |\n|---|---|")
     print(f"| 9 independent requests | {best_independent:.2f} |\n| one sweep, shared work | {best_sweep:.2f} |")
     print(f"| speed-up | {report['speedup']:.2f}x ({report['saved_percent']}% less time) |")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.json, report)
 
 
 if __name__ == "__main__":

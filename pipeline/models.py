@@ -241,7 +241,7 @@ def _load(spec: ModelSpec, runtime: Runtime, say: LoadProgress) -> LoadedModels:
 
     from .diffusion import BackdropInpaintPipeline
 
-    _quiet_libraries()
+    quiet_libraries()
     dtype = getattr(torch, runtime.dtype)
     variant = spec.variant if runtime.dtype == "float16" and spec.variant else None
     say(f"Loading the ControlNet ({spec.controlnet})")
@@ -274,13 +274,15 @@ def _load(spec: ModelSpec, runtime: Runtime, say: LoadProgress) -> LoadedModels:
     return assemble(pipe, spec, runtime, say)
 
 
-def assemble(pipe: Any, spec: ModelSpec, runtime: Runtime, say: LoadProgress | None = None) -> LoadedModels:
+def assemble(pipe: Any, spec: ModelSpec, runtime: Runtime, say: LoadProgress | None = None,
+             speed: Any = None) -> LoadedModels:
     """Speed up and place a built pipeline (IP-Adapter loaded) on its device: the last steps of loading,
-    shared by ``load_models`` and benchmarks/gpu.py, which builds full-size models from configs."""
+    shared by ``load_models`` and benchmarks/gpu.py, which builds full-size models from configs and passes
+    its own ``speed`` (``SpeedOptions``) to measure each speed-up on its own."""
     from .speed import SpeedOptions, speed_up
 
     say = say or (lambda message: None)
-    options = SpeedOptions.for_runtime(runtime.device, runtime.memory_mode)
+    options = speed or SpeedOptions.for_runtime(runtime.device, runtime.memory_mode)
     if options.applied():
         say(f"Speed-ups: {', '.join(options.applied())}")
     speed_up(pipe, options)
@@ -325,7 +327,7 @@ def _place(pipe: Any, runtime: Runtime, say: LoadProgress) -> None:
         pipe.to(runtime.device)
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """Silence the libraries' progress bars and advice aimed at their developers, not our users."""
     import diffusers
     import transformers

@@ -99,7 +99,7 @@ def _build_base(path: Path) -> None:
         steps_offset=1,
         timestep_spacing="leading",
     )
-    tokenizer = _tokenizer()
+    tokenizer = byte_tokenizer()
     text_config = dict(
         vocab_size=len(tokenizer),
         hidden_size=TEXT_HIDDEN,
@@ -124,7 +124,7 @@ def _build_base(path: Path) -> None:
     pipe.save_pretrained(path)
 
 
-def _tokenizer():
+def byte_tokenizer():
     """A byte-level CLIP tokenizer with no merges: every character is a token, nothing is unknown."""
     from transformers import CLIPTokenizer
 
@@ -161,7 +161,6 @@ def _build_controlnet(path: Path) -> None:
 
 def _build_ip_adapter(path: Path) -> None:
     """``ip-adapter_sdxl.safetensors`` plus ``image_encoder/`` in the h94/IP-Adapter layout."""
-    import torch
     from diffusers import UNet2DConditionModel
     from safetensors.torch import save_file
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection

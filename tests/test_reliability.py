@@ -15,7 +15,6 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
 
 from pipeline import BackdropError, BgReplaceRequest, OutOfMemory, generate
 from pipeline.images import decode_image_bytes, load_image, max_pixels

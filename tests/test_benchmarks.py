@@ -1,0 +1,103 @@
+"""The benchmarks run (so they cannot rot) and their architecture configs are the real models' sizes.
+
+The GPU benchmark runs here at its reduced scale on the CPU: same code, tiny widths. Figures from these
+runs mean nothing; benchmarks/README.md says how to take real ones.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+
+def test_gpu_benchmark_runs_plain_and_backdrop_on_the_same_weights(tmp_path):
+    import gpu
+
+    out = tmp_path / "gpu.json"
+    report = gpu.main(["--scale", "reduced", "--device", "cpu", "--size", "64", "--samples", "1", "--controlnets",
+                       "small", "--modes", "model", "--mode-samples", "1", "--json", str(out)])
+    rows = [(row["recipe"], row["controlnet"], row["memory_mode"]) for row in report["rows"]]
+    assert rows == [("plain", "small", "none")] + [("backdrop", "small", "none")] * 4 + [("backdrop", "full", "model")]
+    variants = [row["variant"] for row in report["rows"][1:5]]  # the speed-ups, added one at a time
+    assert variants[0].startswith("no speed-ups") and variants[-1].startswith("Backdrop defaults")
+    assert all(row["seconds"] > 0 and row["steps"] == 20 and row["samples"] == 1 for row in report["rows"])
+    assert len(report["speedups"]) == 4 and all(entry["speedup"] > 0 for entry in report["speedups"])
+    assert json.loads(out.read_text())["rows"] == report["rows"]
+
+
+# Parameter counts of the published checkpoints (their fp16 safetensors are twice this in bytes).
+PUBLISHED_SIZES = {
+    "unet": 2_567_478_084,  # SDXL's 2,567,463,684 plus the inpainting UNet's five extra input channels
+    "controlnet": 1_251_014_160,  # controlnet-canny-sdxl-1.0, 2.5 GB
+    "controlnet_small": 168_318_480,  # controlnet-canny-sdxl-1.0-small, 0.32 GB
+    "vae": 83_653_863,
+    "vae_fp16_fix": 83_653_863,
+    "text_encoder": 123_060_480,  # CLIP ViT-L/14 text
+    "text_encoder_2": 694_659_840,  # OpenCLIP ViT-bigG/14 text
+    "image_encoder": 1_844_907_264,  # OpenCLIP ViT-bigG/14 vision, the IP-Adapter's encoder
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_SIZES))
+def test_architecture_configs_build_the_published_model_sizes(name):
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+    from transformers import (CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPVisionConfig,
+                              CLIPVisionModelWithProjection)
+
+    import gpu
+
+    config = gpu.config(name, "full")
+    builders = {
+        "unet": lambda: UNet2DConditionModel.from_config(config),
+        "controlnet": lambda: ControlNetModel.from_config(config),
+        "controlnet_small": lambda: ControlNetModel.from_config(config),
+        "vae": lambda: AutoencoderKL.from_config(config),
+        "vae_fp16_fix": lambda: AutoencoderKL.from_config(config),
+        "text_encoder": lambda: CLIPTextModel(CLIPTextConfig(**config)),
+        "text_encoder_2": lambda: CLIPTextModelWithProjection(CLIPTextConfig(**config)),
+        "image_encoder": lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**config)),
+    }
+    with init_empty_weights():  # shapes only, no memory
+        model = builders[name]()
+    assert sum(parameter.numel() for parameter in model.parameters()) == PUBLISHED_SIZES[name]
+
+
+def test_only_the_fp16_fix_vae_may_skip_the_fp32_upcast():
+    import gpu
+
+    assert gpu.config("vae", "full")["force_upcast"] is True
+    assert gpu.config("vae_fp16_fix", "full")["force_upcast"] is False
+
+
+def test_preprocess_benchmark_times_every_stage(tmp_path, u2netp_home):
+    import preprocess
+
+    report = preprocess.main(["--sizes", "256x256", "640x480", "--repeats", "1", "--json", str(tmp_path / "p.json")])
+    assert [case["size"] for case in report["cases"]] == ["256x256", "640x480"]
+    for case in report["cases"]:
+        assert set(case["seconds"]) == {*preprocess.STAGES, "total"}
+        assert sum(case["seconds"][stage] for stage in preprocess.STAGES) <= case["seconds"]["total"]
+
+
+def test_overhead_benchmark_separates_the_denoising_loop(tmp_path, u2netp_home):
+    import overhead
+
+    report = overhead.main(["--samples", "1", "--repeats", "1", "--size", "256", "--json", str(tmp_path / "o.json")])
+    seconds = report["cases"][0]["seconds"]
+    assert seconds["denoising_loop"] > 0 and seconds["overhead"] > 0
+    assert seconds["overhead"] + seconds["denoising_loop"] == pytest.approx(seconds["total"])
+
+
+def test_app_cold_start_answers_quickly_without_loading_models(tmp_path):
+    import cold_start
+
+    report = cold_start.main(["--repeats", "1", "--json", str(tmp_path / "c.json")])
+    # The target is 10 s on the 2-core development machine; CI machines vary, so allow slack here.
+    assert report["median"]["page_seconds"] < 30
+    assert report["median"]["models_loaded"] is False
