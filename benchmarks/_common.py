@@ -70,25 +70,27 @@ def reset_peak_rss() -> None:
 
 def peak_rss_mib() -> float:
     """This process's peak resident memory since start or the last ``reset_peak_rss``."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return round(peak / (2**20 if sys.platform == "darwin" else 1024), 1)
+    peak = status_mib("VmHWM")
+    if peak is None:  # not Linux: the process's own peak (KiB on Linux, bytes on macOS)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
+    return round(peak, 1)
 
 
 def rss_mib() -> float:
     """This process's resident memory now."""
+    now = status_mib("VmRSS")
+    return peak_rss_mib() if now is None else now
+
+
+def status_mib(field: str, pid: int | str = "self") -> float | None:
+    """A memory line (``VmRSS``, ``VmHWM``) of a process's Linux status file, in MiB; None elsewhere."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
                 return round(int(line.split()[1]) / 1024, 1)
     except OSError:
         pass
-    return peak_rss_mib()
+    return None
 
 
 def timed(function: Callable[[], Any], repeats: int) -> tuple[float, Any]:

@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from _common import RESULTS, ROOT, machine, table, write_report
+from _common import RESULTS, ROOT, machine, status_mib, table, write_report
 
 
 def free_port() -> int:
@@ -36,16 +36,6 @@ def answers(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
-
-
-def resident_mib(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
 
 
 def one_start(timeout: float) -> dict[str, Any]:
@@ -69,7 +59,7 @@ def one_start(timeout: float) -> dict[str, Any]:
         with urllib.request.urlopen(urls["health"], timeout=5) as response:
             health = json.load(response)
         return {"page_seconds": times["page"], "health_seconds": times["health"],
-                "rss_mib": resident_mib(server.pid), "models_loaded": health["models_loaded"]}
+                "rss_mib": status_mib("VmRSS", server.pid), "models_loaded": health["models_loaded"]}
     finally:
         server.terminate()
         try:

@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
 
     def record(recipe: str, controlnet: str, samples: int, mode: str, call: Any, variant: str = "") -> None:
-        if mode != "sequential":  # sequential offload is bound by copies, and slow: one run is the figure
+        if args.warmup and mode != "sequential":  # sequential offload is slow and bound by copies: one run
             call()  # warm-up: kernels chosen, memory pools grown, compiled blocks built
         seconds, peak = meter(call)
         rows.append({"recipe": recipe, "variant": variant, "controlnet": controlnet, "samples": samples,
@@ -295,6 +295,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--mode-samples", type=int, nargs="+", default=[1, 4],
                         help="sample counts for the memory-mode rows (sequential offload runs the first only)")
     parser.add_argument("--compile", action="store_true", help="also measure Backdrop's path with BACKDROP_COMPILE=1")
+    parser.add_argument("--no-warmup", dest="warmup", action="store_false",
+                        help="time each row's first call (only to check the script runs: figures then include set-up)")
     parser.add_argument("--no-ablation", dest="ablation", action="store_false",
                         help="skip the rows that add Backdrop's speed-ups one at a time")
     parser.add_argument("--json", type=Path, help="default: benchmarks/results/gpu-<scale>-<device>.json")

@@ -20,7 +20,7 @@ def test_gpu_benchmark_runs_plain_and_backdrop_on_the_same_weights(tmp_path):
 
     out = tmp_path / "gpu.json"
     report = gpu.main(["--scale", "reduced", "--device", "cpu", "--size", "64", "--samples", "1", "--controlnets",
-                       "small", "--modes", "model", "--mode-samples", "1", "--json", str(out)])
+                       "small", "--modes", "model", "--mode-samples", "1", "--no-warmup", "--json", str(out)])
     rows = [(row["recipe"], row["controlnet"], row["memory_mode"]) for row in report["rows"]]
     assert rows == [("plain", "small", "none")] + [("backdrop", "small", "none")] * 4 + [("backdrop", "full", "model")]
     variants = [row["variant"] for row in report["rows"][1:5]]  # the speed-ups, added one at a time
