@@ -14,6 +14,7 @@ from pipeline.metadata import read_metadata, settings_from_metadata
 from pipeline.outputs import save_result
 from pipeline.presets import BUILTIN_DIR, list_presets, load_preset_file, save_user_preset
 from pipeline.sweep import parse_axis_values, run_columns, run_grid
+from servers import running_studio
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ["default", "furniture-indoor", "furniture-outdoor", "running-shoes-outdoor", "jewelry", "perfume-cosmetics"]
@@ -155,22 +156,17 @@ def test_an_image_without_settings_is_explained(tmp_path):
 def test_copy_as_api_request_is_a_working_curl_command(u2netp_home, tmp_path):
     """The command the studio shows, run by bash against the live REST endpoint."""
     import app
-    from test_app import free_port
 
-    port = free_port()
-    demo = app.launch_studio(port=port, model_set="tiny", output_dir=tmp_path / "out", quiet=True)
-    try:
+    with running_studio(tmp_path / "out") as url:
         for name, source in (("product.jpg", "product-ring.jpg"), ("reference.jpg", "scene-marble.jpg")):
             (tmp_path / name).write_bytes((ROOT / "assets" / source).read_bytes())
         settings = {"prompt": 'ring on "marble" for $5', "scheduler": "Euler", "num_inference_steps": 20.0,
                     "seed": 4, "mask_model": "u2netp", "resolution": 64}
         command = app.copy_as_request("Local GPU", *[settings.get(name) for name in app.SETTING_INPUTS])
-        command = command.replace("127.0.0.1:7860", f"127.0.0.1:{port}")
+        command = command.replace("http://127.0.0.1:7860", url)
         assert "BACKDROP_API_KEY" in command and '"prompt": "ring on \\\\"marble\\\\" for \\$5"' in command
         done = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
         assert Image.open(tmp_path / "result.jpg").size == Image.open(tmp_path / "product.jpg").size
         hosted = app.copy_as_request("Hosted API", *[settings.get(name) for name in app.SETTING_INPUTS])
         assert "SEGMIND_API_KEY" in hosted and "mask_model" not in hosted and "api.segmind.com" in hosted
-    finally:
-        demo.close()

@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT / "tests" / "data" / "bad"))
 
 from make_corpus import OK, corpus, write_corpus  # noqa: E402
 from scenes import small_asset  # noqa: E402
+from servers import post_json, running_studio  # noqa: E402
 
 CORPUS = corpus()
 FAST = {"scheduler": "Euler", "num_inference_steps": 20, "resolution": 64, "mask_model": "u2netp"}
@@ -82,19 +83,12 @@ def test_corpus_through_the_cli(u2netp_home, bad_folder, tmp_path):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, u2netp_home, tiny_models):
-    import app
-    from test_app import free_port
-
-    port = free_port()
-    demo = app.launch_studio(port=port, model_set="tiny", output_dir=tmp_path_factory.mktemp("out"), quiet=True)
-    yield f"http://127.0.0.1:{port}"
-    demo.close()
+    with running_studio(tmp_path_factory.mktemp("out")) as url:
+        yield url
 
 
 def rest(server: str, body: dict | bytes | str, **kwargs) -> requests.Response:
-    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    headers = {"Content-Type": "application/json"} | kwargs.pop("headers", {})
-    return requests.post(f"{server}/v1/bg-replace", data=data, headers=headers, timeout=300, **kwargs)
+    return post_json(f"{server}/v1/bg-replace", body, **kwargs)
 
 
 def rest_body(image: bytes, **fields) -> dict:
@@ -232,25 +226,19 @@ def test_out_of_memory_is_explained_freed_and_survived(tiny_models, make_request
 
 
 def test_a_model_that_cannot_load_is_named_and_the_studio_stays_up(u2netp_home, tmp_path, monkeypatch):
-    import app
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
-    from test_app import free_port
 
     monkeypatch.setenv("BACKDROP_CONTROLNET", str(tmp_path / "missing-controlnet"))
-    port = free_port()
-    demo = app.launch_studio(port=port, model_set="sdxl", output_dir=tmp_path / "out", quiet=True)
-    try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+    with running_studio(tmp_path / "out", model_set="sdxl") as url:
+        client = Client(f"{url}/", verbose=False)
         for _ in range(2):  # a second attempt gets the same clear answer: nothing broke
             with pytest.raises(AppError, match="could not load the ControlNet .*missing-controlnet.*BACKDROP_CONTROLNET"):
                 client.predict(image=handle_file(str(PRODUCT)),
                                ref_image=handle_file(str(SCENE)), prompt="ring", mask_model="u2netp",
                                api_name="/generate")
-        assert requests.get(f"http://127.0.0.1:{port}/", timeout=30).status_code == 200
-        assert requests.get(f"http://127.0.0.1:{port}/v1/health", timeout=30).json()["status"] == "ok"
-    finally:
-        demo.close()
+        assert requests.get(f"{url}/", timeout=30).status_code == 200
+        assert requests.get(f"{url}/v1/health", timeout=30).json()["status"] == "ok"
 
 
 def test_an_interrupted_write_leaves_no_file(tmp_path, monkeypatch):

@@ -20,7 +20,7 @@ import requests
 from PIL import Image
 
 from scenes import small_asset
-from test_app import free_port
+from servers import post_json, running_studio
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCT = small_asset("product-ring.jpg")
@@ -38,18 +38,12 @@ def body(**overrides):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, u2netp_home, tiny_models):
-    import app
-
-    port = free_port()
-    demo = app.launch_studio(port=port, model_set="tiny", output_dir=tmp_path_factory.mktemp("out"), quiet=True)
-    yield f"http://127.0.0.1:{port}/v1"
-    demo.close()
+    with running_studio(tmp_path_factory.mktemp("out")) as url:
+        yield f"{url}/v1"
 
 
 def post(server, payload, **kwargs):
-    data = payload if isinstance(payload, (bytes, str)) else json.dumps(payload)
-    return requests.post(f"{server}/bg-replace", data=data, headers={"Content-Type": "application/json"} |
-                         kwargs.pop("headers", {}), timeout=300, **kwargs)
+    return post_json(f"{server}/bg-replace", payload, **kwargs)
 
 
 def test_one_sample_comes_back_as_a_jpeg(server):
