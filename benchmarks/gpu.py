@@ -225,9 +225,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # Fusing changes the modules in place, so the steps only add, ending at Backdrop's defaults.
     runtime = Runtime(device=device, dtype=dtype_name, memory_mode="none")
     default = SpeedOptions.for_runtime(device, "none")
-    steps_up = [("no speed-ups, stock VAE", "vae", SpeedOptions(False, False, False, False)),
-                ("+ fp16-fix VAE", "vae_fp16_fix", SpeedOptions(False, False, False, False)),
-                ("+ channels_last", "vae_fp16_fix", SpeedOptions(True, False, False, False))] if args.ablation else []
+    steps_up = [("no speed-ups, stock VAE", "vae", SpeedOptions(False, False, False)),
+                ("+ fp16-fix VAE", "vae_fp16_fix", SpeedOptions(False, False, False)),
+                ("+ channels_last", "vae_fp16_fix", SpeedOptions(True, False, False))] if args.ablation else []
     steps_up.append(("Backdrop defaults (+ fused QKV on CUDA)", "vae_fp16_fix", default))
 
     def backdrop_rows(name: str, variant: str, vae: str, options: Any) -> None:

@@ -21,14 +21,13 @@ class SpeedOptions:
     channels_last: bool
     fuse_qkv: bool
     compile: bool
-    vae_slicing: bool  # decode one sample at a time: a batch of 1024 px images in one go is a VRAM spike
 
     @classmethod
     def for_runtime(cls, device: str, memory_mode: str) -> "SpeedOptions":
         cuda = device.startswith("cuda")
         # Compiled blocks and offload hooks that move weights in and out mid-forward do not mix.
-        return cls(channels_last=cuda, fuse_qkv=cuda, compile=cuda and memory_mode == "none" and _flag(COMPILE_ENV),
-                   vae_slicing=memory_mode != "none")
+        # (Offload modes need no VAE slicing: they send samples through one at a time anyway, see local.py.)
+        return cls(channels_last=cuda, fuse_qkv=cuda, compile=cuda and memory_mode == "none" and _flag(COMPILE_ENV))
 
     def applied(self) -> list[str]:
         return [name for name, on in vars(self).items() if on]
@@ -50,8 +49,6 @@ def speed_up(pipe: Any, options: SpeedOptions) -> None:
     if options.fuse_qkv:
         for model in denoisers:
             fuse_self_attention(model)
-    if options.vae_slicing:
-        pipe.vae.enable_slicing()
     if options.compile:
         for model in denoisers:
             compile_transformer_blocks(model)
