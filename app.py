@@ -450,11 +450,24 @@ class ImageUpload(gr.Image):
         return None if payload is None else payload.path
 
 
+class FieldSlider(gr.Slider):
+    """``gr.Slider`` that leaves range checks to the request type: a script sending 3.0 for a 0-2 field
+    then reads "cn_weight: ... between 0 and 2" instead of Gradio's "Value 3.0 is greater than maximum
+    value 2.0", which does not say which of six sliders it means."""
+
+    @classmethod
+    def get_block_name(cls) -> str:
+        return "slider"  # the browser shows the ordinary slider
+
+    def preprocess(self, payload: Any) -> Any:
+        return payload
+
+
 def _slider(name: str, label: str) -> gr.Slider:
     spec = FIELDS[name]
     step = 1 if spec.kind == "int" else 0.05
-    return gr.Slider(spec.minimum, spec.maximum, value=spec.default, step=step, label=label, info=spec.help,
-                     elem_id=name)
+    return FieldSlider(spec.minimum, spec.maximum, value=spec.default, step=step, label=label, info=spec.help,
+                       elem_id=name)
 
 
 def _choice(name: str, label: str) -> gr.Dropdown:
