@@ -100,7 +100,9 @@ def run_batch(args: argparse.Namespace) -> int:
     manifest = Manifest(out / MANIFEST)
     todo = [path for path in inputs if not manifest.is_done(_key(path))]
     skipped = len(inputs) - len(todo)
-    runner = make_runner(args, lambda progress: None)  # loads local models before the clock starts
+    # Loads local models before the bar's clock starts; a rerun with nothing left to do loads nothing.
+    runner = make_runner(args, lambda progress: None) if todo else None
+    loaded = time.perf_counter()
     bar = _ProgressBar(len(todo), skipped, quiet=args.quiet)
     reuse = Reuse()  # the reference's and the prompt's embeddings serve every item
     work = lambda path: _process(path, base, runner, reuse, out)  # noqa: E731
@@ -118,9 +120,12 @@ def run_batch(args: argparse.Namespace) -> int:
     done = sum(1 for path in inputs if manifest.is_done(_key(path)))
     failed = len(inputs) - done
     elapsed = time.perf_counter() - started
-    made = max(1, done - skipped)
-    print(f"backdrop: {done - skipped} done, {skipped} skipped (already done), {failed} failed, "
-          f"{elapsed:.1f} s ({elapsed / made:.1f} s per image); manifest: {manifest.path}", file=sys.stderr)
+    made = done - skipped
+    per_image = ""
+    if made:
+        per_image = f" (start-up {loaded - started:.1f} s, then {(elapsed - (loaded - started)) / made:.1f} s per image)"
+    print(f"backdrop: {made} done, {skipped} skipped (already done), {failed} failed, "
+          f"{elapsed:.1f} s{per_image}; manifest: {manifest.path}", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -58,8 +59,9 @@ def test_a_batch_records_each_item_and_a_rerun_skips_the_finished(u2netp_home, c
         assert row["status"] == "done" and len(row["seeds"]) == 1 and row["request"]["prompt"] == "on a wooden deck"
         assert Image.open(row["outputs"][0]).size == Image.open(catalogue / name).size
         assert row["timings"]["total"] > 0
+    assert re.search(r"4 done, .* \(start-up [\d.]+ s, then [\d.]+ s per image\)", first.stderr), first.stderr
     second = batch(*args)
-    assert "0 done, 4 skipped (already done), 1 failed" in second.stderr
+    assert "0 done, 4 skipped (already done), 1 failed" in second.stderr and "per image" not in second.stderr
     assert len(list(out.glob("*.jpg"))) == 4
 
 
@@ -84,6 +86,10 @@ def test_an_interrupted_batch_resumes_to_completion(u2netp_home, catalogue, tmp_
     assert f"{4 - finished_before} done, {finished_before} skipped" in resumed.stderr
     assert {row["status"] for row in rows(out).values()} == {"done"} and len(rows(out)) == 4
     assert len(list(out.glob("*.jpg"))) == 4 and not list(out.glob(".*.part"))
+    started = time.monotonic()
+    again = batch(*args[:-1])
+    assert again.returncode == 0 and "0 done, 4 skipped (already done), 0 failed" in again.stderr
+    assert time.monotonic() - started < 5  # nothing left to do: no torch import, no model load (~10 s)
 
 
 def test_hosted_batches_run_calls_concurrently(u2netp_home, catalogue, tmp_path):
