@@ -26,6 +26,47 @@ def test_mask_works_on_large_photos_at_full_size(u2netp_home):
     assert iou(alpha, truth) >= 0.95
 
 
+def test_the_same_photo_again_reuses_its_mask_and_any_change_is_a_new_one(u2netp_home, bottle, monkeypatch):
+    import rembg
+
+    from pipeline import masking
+
+    masking.clear_mask_cache()
+    runs = []
+    real_remove = rembg.remove
+    monkeypatch.setattr(rembg, "remove", lambda *a, **k: runs.append(1) or real_remove(*a, **k))
+    photo, _ = bottle
+    first, _ = subject_alpha(photo, mask_model="u2netp")
+    again, _ = subject_alpha(photo.copy(), mask_model="u2netp")  # equal pixels, another object
+    assert len(runs) == 1 and np.array_equal(np.asarray(first), np.asarray(again))
+    edited = photo.copy()
+    edited.putpixel((3, 3), (0, 0, 0))
+    subject_alpha(edited, mask_model="u2netp")
+    assert len(runs) == 2
+    masking.clear_mask_cache()
+    cleared, _ = subject_alpha(photo, mask_model="u2netp")
+    assert len(runs) == 3 and np.array_equal(np.asarray(first), np.asarray(cleared))  # a hit is what a run gives
+
+
+def test_the_mask_cache_keeps_only_the_most_recent_photos(u2netp_home, monkeypatch):
+    import rembg
+
+    from pipeline import masking
+
+    masking.clear_mask_cache()
+    monkeypatch.setattr(masking, "MASK_CACHE_ENTRIES", 2)
+    runs = []
+    monkeypatch.setattr(rembg, "remove", lambda image, **k: runs.append(1) or Image.new("L", image.size, 255))
+    monkeypatch.setattr(masking, "mask_session", lambda name: name)  # no model file needed: remove is faked
+    photos = [Image.new("RGB", (64, 64), (shade, 0, 0)) for shade in (10, 20, 30)]
+    for photo in (*photos, photos[2], photos[0]):  # the third photo pushes the first out
+        subject_alpha(photo, mask_model="u2netp")
+    assert len(runs) == 4 and len(masking._mask_cache) == 2
+    subject_alpha(photos[0], mask_model="silueta")  # another model is another mask
+    assert len(runs) == 5
+    masking.clear_mask_cache()
+
+
 def test_sessions_are_created_once_per_model(u2netp_home):
     assert mask_session("u2netp") is mask_session("u2netp")
 
