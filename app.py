@@ -451,9 +451,9 @@ class ImageUpload(gr.Image):
 
 
 class FieldSlider(gr.Slider):
-    """``gr.Slider`` that leaves range checks to the request type: a script sending 3.0 for a 0-2 field
-    then reads "cn_weight: ... between 0 and 2" instead of Gradio's "Value 3.0 is greater than maximum
-    value 2.0", which does not say which of six sliders it means."""
+    """``gr.Slider`` that leaves range checks to the request type: a script sending 3.0 for ``cn_weight``
+    then reads "cn_weight: 3.0 is out of range; expected a number from 0 to 1" instead of Gradio's "Value
+    3.0 is greater than maximum value 1.0", which does not say which of the sliders it means."""
 
     @classmethod
     def get_block_name(cls) -> str:

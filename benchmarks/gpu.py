@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gc
 import json
 import time
 from pathlib import Path
@@ -178,6 +177,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from pipeline.diffusion import BackdropInpaintPipeline
+    from pipeline.local import free_device_memory
     from pipeline.models import ModelSpec, Runtime, assemble
     from pipeline.speed import SpeedOptions
     from diffusers import StableDiffusionXLControlNetInpaintPipeline
@@ -244,7 +244,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for module in components.values():  # offload starts from models in CPU memory
             if isinstance(module, torch.nn.Module):
                 module.to("cpu")
-        _free(torch)
+        free_device_memory()
         pipe = pipeline_of(BackdropInpaintPipeline, components, controlnet="controlnet", vae="vae_fp16_fix",
                            ip_state=ip_state)
         models = assemble(pipe, spec, Runtime(device=device, dtype=dtype_name, memory_mode=mode))
@@ -258,12 +258,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                       dataclasses.replace(default, compile=True))
     return {"benchmark": "gpu", "scale": args.scale, "device": device, "dtype": dtype_name, "size": size,
             "steps": steps, "machine": machine(), "rows": rows, "speedups": speedups(rows)}
-
-
-def _free(torch: Any) -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -119,13 +119,13 @@ def run_batch(args: argparse.Namespace) -> int:
     bar.finish()
     done = sum(1 for path in inputs if manifest.is_done(_key(path)))
     failed = len(inputs) - done
-    elapsed = time.perf_counter() - started
+    finished = time.perf_counter()
     made = done - skipped
     per_image = ""
     if made:
-        per_image = f" (start-up {loaded - started:.1f} s, then {(elapsed - (loaded - started)) / made:.1f} s per image)"
+        per_image = f" (start-up {loaded - started:.1f} s, then {(finished - loaded) / made:.1f} s per image)"
     print(f"backdrop: {made} done, {skipped} skipped (already done), {failed} failed, "
-          f"{elapsed:.1f} s{per_image}; manifest: {manifest.path}", file=sys.stderr)
+          f"{finished - started:.1f} s{per_image}; manifest: {manifest.path}", file=sys.stderr)
     return 1 if failed else 0
 
 

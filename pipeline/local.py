@@ -93,7 +93,7 @@ def _denoise(
                 images += _run_pipe(pipe, request, prepared, batch, on_step_end, do_cfg, reuse)
                 done_steps += steps
         except torch.OutOfMemoryError:
-            _free_device_memory()
+            free_device_memory()
             raise OutOfMemory(
                 f"the GPU ran out of memory making {len(seeds)} image(s) at {prepared.size[0]}x{prepared.size[1]}; "
                 "try fewer samples, a smaller resolution, or BACKDROP_MEMORY_MODE=model (or sequential)"
@@ -154,7 +154,8 @@ def _reference_embeddings(pipe: Any, request: BgReplaceRequest, do_cfg: bool, re
     return reuse.image_embeds[key][1]
 
 
-def _free_device_memory() -> None:
+def free_device_memory() -> None:
+    """Hand freed GPU memory back (after an out-of-memory error, or between benchmark rows)."""
     import gc
 
     import torch
