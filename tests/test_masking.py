@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -69,6 +71,40 @@ def test_the_mask_cache_keeps_only_the_most_recent_photos(u2netp_home, monkeypat
 
 def test_sessions_are_created_once_per_model(u2netp_home):
     assert mask_session("u2netp") is mask_session("u2netp")
+
+
+def test_the_half_pixel_rewrite_of_u2netp_gives_the_stock_models_answer(u2netp_home, bottle):
+    import onnx
+    import onnxruntime
+
+    from pipeline.masking import half_pixel_model
+
+    stock_path = u2netp_home / "u2netp.onnx"
+    rewritten = half_pixel_model(stock_path)
+    modes = [attribute.s for node in onnx.load_from_string(rewritten).graph.node if node.op_type == "Resize"
+             for attribute in node.attribute if attribute.name == "coordinate_transformation_mode"]
+    assert len(modes) == 38 and set(modes) == {b"half_pixel"}
+
+    session = mask_session("u2netp")
+    stock = onnxruntime.InferenceSession(str(stock_path), providers=["CPUExecutionProvider"])
+    photo = bottle[0].resize((320, 320))
+    inputs = session.normalize(photo, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), (320, 320))
+    ours, theirs = session.inner_session.run(None, inputs), stock.run(None, inputs)
+    assert len(ours) == len(theirs) == 7
+    for mine, reference in zip(ours, theirs):
+        assert np.abs(mine - reference).max() < 1e-4
+
+
+def test_a_new_u2net_family_session_runs_on_the_rewrite(u2netp_home, monkeypatch):
+    from pipeline import masking
+
+    rewrites = []
+    real = masking.half_pixel_model
+    monkeypatch.setattr(masking, "half_pixel_model", lambda path: rewrites.append(path) or real(path))
+    monkeypatch.setattr(masking, "_sessions", {})
+    session = mask_session("u2netp")
+    assert [Path(path).name for path in rewrites] == ["u2netp.onnx"]
+    assert session.predict(Image.new("RGB", (320, 320), "white"))[0].size == (320, 320)
 
 
 def test_unknown_mask_model_lists_the_allowed():
