@@ -21,7 +21,7 @@ from typing import Any
 
 from _common import RESULTS, jpeg_bytes, machine, peak_rss_mib, reset_peak_rss, rss_mib, table, timed, write_report
 
-STAGES = ("decode_exif", "mask", "refine_and_resize", "canny", "composite")
+STAGES = ("decode_exif", "mask", "refine_and_resize", "canny", "soft_edge", "composite")
 
 
 def product_photo(width: int, height: int) -> Any:

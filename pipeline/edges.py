@@ -16,10 +16,11 @@ def subject_canny(image: Image.Image, alpha: Image.Image, *, low: int = 100, hig
     """
     # Greyscale is a weighted sum of the channels, so flattening the grey image equals greying the
     # flattened colour one: one channel of float maths instead of three.
-    gray = cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2GRAY).astype(np.float32)
-    weight = np.asarray(alpha.convert("L"), dtype=np.float32) * (1.0 / 255.0)
+    rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    weight = np.asarray(alpha if alpha.mode == "L" else alpha.convert("L"), dtype=np.float32) * (1.0 / 255.0)
     gray_product = float((gray * weight).sum() / max(float(weight.sum()), 1.0))
     flat_value = 0.0 if gray_product > 127 else 255.0
     flattened = (gray - flat_value) * weight + flat_value
     edges = cv2.Canny(np.clip(flattened + 0.5, 0, 255).astype(np.uint8), low, high)
-    return Image.fromarray(np.repeat(edges[..., None], 3, axis=2), mode="RGB")
+    return Image.fromarray(cv2.cvtColor(edges, cv2.COLOR_GRAY2RGB), mode="RGB")

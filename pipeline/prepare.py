@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .compose import composite_product, generation_size, resize
+from .compose import SoftEdge, composite_product, generation_size, resize, soft_edge
 from .edges import subject_canny
 from .images import to_rgb
 from .masking import inpaint_mask, refine_alpha, subject_alpha
@@ -35,6 +35,7 @@ class PreparedInputs:
     alpha_small: Image.Image  # L, generation size
     inpaint_mask: Image.Image  # L, generation size
     canny: Image.Image  # RGB, generation size
+    edge: SoftEdge  # the product's soft edge at the output's size, shared by every sample's compositing
     product_pixels: np.ndarray = field(repr=False, compare=False)
     alpha_pixels: np.ndarray = field(repr=False, compare=False)
     seconds: dict[str, float] = field(default_factory=dict, compare=False)  # time per preparation step
@@ -68,8 +69,12 @@ def prepare_inputs(request: BgReplaceRequest, native_resolution: int) -> Prepare
     lap("refine_and_resize")
     canny = subject_canny(image_small, alpha_small, low=request.canny_low, high=request.canny_high)
     lap("canny")
+    at_generation_size = request.output_size == "generation"
+    edge = soft_edge(np.asarray(image_small), np.asarray(alpha_small)) if at_generation_size \
+        else soft_edge(product_pixels, alpha_pixels)
+    lap("soft_edge")
     return PreparedInputs(product=product, alpha=alpha, mask_source=source, size=size, image=image_small,
-                          alpha_small=alpha_small, inpaint_mask=mask, canny=canny,
+                          alpha_small=alpha_small, inpaint_mask=mask, canny=canny, edge=edge,
                           product_pixels=product_pixels, alpha_pixels=alpha_pixels, seconds=seconds)
 
 
@@ -88,7 +93,7 @@ class Reuse:
 
     def prepare(self, request: BgReplaceRequest, native_resolution: int) -> PreparedInputs:
         key = (id(request.image), id(request.mask), request.mask_model, request.mask_grow, request.mask_feather,
-               request.canny_low, request.canny_high, request.resolution or native_resolution)
+               request.canny_low, request.canny_high, request.resolution or native_resolution, request.output_size)
         if key not in self.prepared:
             self.counts["prepare"] += 1
             self.prepared[key] = ((request.image, request.mask), prepare_inputs(request, native_resolution))
@@ -97,8 +102,8 @@ class Reuse:
 
 def compose_output(request: BgReplaceRequest, prepared: PreparedInputs, background: Image.Image) -> Image.Image:
     if request.output_size == "generation":
-        return composite_product(prepared.image, prepared.alpha_small, background)
-    return composite_product(prepared.product_pixels, prepared.alpha_pixels, background)
+        return composite_product(prepared.image, prepared.alpha_small, background, prepared.edge)
+    return composite_product(prepared.product_pixels, prepared.alpha_pixels, background, prepared.edge)
 
 
 def finish_result(request: BgReplaceRequest, prepared: PreparedInputs, backgrounds: list[Image.Image],

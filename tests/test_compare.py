@@ -75,6 +75,14 @@ def test_axis_values_are_checked():
         parse_axis_values("preset", "default, nope")
 
 
+def test_columns_of_different_output_sizes_prepare_each_size(tiny_models, make_request):
+    base = make_request(resolution=64)
+    columns = run_columns(base, {"input": (base, local(tiny_models)),
+                                 "generation": (base.replace(output_size="generation"), local(tiny_models))}, "size")
+    assert columns.reuse_counts["prepare"] == 2
+    assert [cell.result.images[0].size for cell in columns.cells] == [base.image.size, (64, 64)]
+
+
 def test_ab_and_local_vs_hosted_columns(tiny_models, make_request):
     from fake_segmind import FakeSegmind
     from pipeline.hosted import HostedSettings, generate_hosted

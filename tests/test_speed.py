@@ -166,3 +166,21 @@ def test_compositing_accepts_arrays_and_images_alike():
     from_images = composite_product(photo, alpha, green)
     from_arrays = composite_product(np.asarray(photo), np.asarray(alpha), green)
     assert np.array_equal(np.asarray(from_images), np.asarray(from_arrays))
+
+
+def test_the_soft_edge_is_found_once_per_request_and_every_sample_keeps_the_product(tiny_models, make_request,
+                                                                                    monkeypatch):
+    import pipeline.prepare
+
+    found = []
+    real = pipeline.prepare.soft_edge
+    monkeypatch.setattr(pipeline.prepare, "soft_edge", lambda *a: found.append(1) or real(*a))
+    request = make_request(samples=3, resolution=64)
+    result = generate(request, models=tiny_models)
+    assert len(found) == 1 and len(result.images) == 3
+    photo, alpha = np.asarray(request.image.convert("RGB")), np.asarray(result.intermediates.subject_alpha)
+    for image in result.images:
+        assert image.size == request.image.size
+        assert (np.asarray(image)[alpha == 255] == photo[alpha == 255]).all()
+    shared = composite_product(photo, alpha, result.intermediates.backgrounds[0])
+    assert np.array_equal(np.asarray(shared), np.asarray(result.images[0]))  # the shared edge changes nothing
