@@ -1,4 +1,4 @@
-"""Preprocessing cost on the CPU: decode + EXIF, the mask, canny and the final compositing, per photo size.
+"""Preprocessing cost on the CPU: decode + EXIF, the mask, canny, the soft edge and the final compositing, per photo size.
 
     python benchmarks/preprocess.py [--sizes 1024x1024 6000x4000] [--repeats 5] [--mask-model u2netp]
 
