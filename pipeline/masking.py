@@ -90,14 +90,18 @@ def _new_session(model_name: str) -> Any:
 
 
 def _use_half_pixel_upsampling(session: Any) -> None:
-    """Swap the rembg session's ONNX Runtime session for one on the half-pixel rewrite of its model."""
+    """Swap the rembg session's ONNX Runtime session for one on the half-pixel rewrite of its model.
+
+    Its threads also stop spinning when a run ends: by default they busy-wait for more work for a while,
+    taking the cores from the OpenCV and numpy steps that follow the mask (on 2 cores: the steps after
+    the mask ran ~25% slower, ~0.02 s of a 1024x1024 photo's preparation)."""
     import onnxruntime
 
     inner = session.inner_session
     model = half_pixel_model(type(session).download_models())  # the file rembg just opened; no download
-    session.inner_session = onnxruntime.InferenceSession(
-        model, sess_options=inner.get_session_options(), providers=inner.get_providers()
-    )
+    options = inner.get_session_options()
+    options.add_session_config_entry("session.force_spinning_stop", "1")
+    session.inner_session = onnxruntime.InferenceSession(model, sess_options=options, providers=inner.get_providers())
 
 
 def half_pixel_model(path: Any) -> bytes:
