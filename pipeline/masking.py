@@ -7,6 +7,7 @@ which must not slow down starting the app or validating a request.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -17,6 +18,8 @@ from PIL import Image
 
 from .compose import SOLID_ALPHA
 from .errors import BackdropError, ModelLoadError
+
+log = logging.getLogger("backdrop.masking")
 
 # Product-friendly rembg models. birefnet-general-lite is the default: BiRefNet is trained for sharp
 # object boundaries (not only people or salient blobs), it is MIT-licensed (rembg's own default,
@@ -85,23 +88,27 @@ def _new_session(model_name: str) -> Any:
             f"there, or choose another mask_model"
         ) from exc
     if model_name in _HALF_PIXEL_MODELS:
-        _use_half_pixel_upsampling(session)
+        _tune_u2net_session(session)
     return session
 
 
-def _use_half_pixel_upsampling(session: Any) -> None:
-    """Swap the rembg session's ONNX Runtime session for one on the half-pixel rewrite of its model.
-
-    Its threads also stop spinning when a run ends: by default they busy-wait for more work for a while,
-    taking the cores from the OpenCV and numpy steps that follow the mask (on 2 cores: the steps after
-    the mask ran ~25% slower, ~0.02 s of a 1024x1024 photo's preparation)."""
+def _tune_u2net_session(session: Any) -> None:
+    """Swap the rembg session's ONNX Runtime session for one on the half-pixel rewrite of its model, whose
+    threads also stop spinning when a run ends: by default they busy-wait for more work for a while,
+    taking the cores from the OpenCV and numpy steps that follow the mask (on 2 cores those steps ran
+    ~25% slower, ~0.02 s of a 1024x1024 photo's preparation). If the rewrite fails (a model file of
+    one's own that onnx cannot read), rembg's own session stays: slower, never wrong."""
     import onnxruntime
 
     inner = session.inner_session
-    model = half_pixel_model(type(session).download_models())  # the file rembg just opened; no download
-    options = inner.get_session_options()
-    options.add_session_config_entry("session.force_spinning_stop", "1")
-    session.inner_session = onnxruntime.InferenceSession(model, sess_options=options, providers=inner.get_providers())
+    try:
+        model = half_pixel_model(type(session).download_models())  # the file rembg just opened; no download
+        options = inner.get_session_options()
+        options.add_session_config_entry("session.force_spinning_stop", "1")
+        session.inner_session = onnxruntime.InferenceSession(model, sess_options=options,
+                                                             providers=inner.get_providers())
+    except Exception as exc:  # an optimisation must never cost the user the mask itself
+        log.warning("kept rembg's own %s session (%s: %s)", session.model_name, type(exc).__name__, exc)
 
 
 def half_pixel_model(path: Any) -> bytes:

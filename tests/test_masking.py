@@ -107,6 +107,19 @@ def test_a_new_u2net_family_session_runs_on_the_rewrite(u2netp_home, monkeypatch
     assert session.predict(Image.new("RGB", (320, 320), "white"))[0].size == (320, 320)
 
 
+def test_a_model_the_rewrite_cannot_read_keeps_rembgs_own_session(u2netp_home, monkeypatch, caplog):
+    from pipeline import masking
+
+    def unreadable(path):
+        raise ValueError("not an ONNX model")
+
+    monkeypatch.setattr(masking, "half_pixel_model", unreadable)
+    monkeypatch.setattr(masking, "_sessions", {})
+    session = mask_session("u2netp")
+    assert "kept rembg's own u2netp session (ValueError: not an ONNX model)" in caplog.text
+    assert session.predict(Image.new("RGB", (320, 320), "white"))[0].size == (320, 320)
+
+
 def test_unknown_mask_model_lists_the_allowed():
     with pytest.raises(BackdropError, match="^mask_model: 'sam' is unknown; expected one of birefnet-general-lite"):
         mask_session("sam")
