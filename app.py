@@ -359,6 +359,23 @@ def copy_as_request(target: str, *values: Any) -> str:
     return curl_example(settings, url, hosted=hosted)
 
 
+def find_product_early(image: str | None, mask: str | None, mask_model: str | None) -> None:
+    """Run the mask model on a product photo as soon as it arrives (or another mask model is chosen),
+    while the photographer writes the prompt: Generate then finds the mask remembered and skips the mask
+    network (u2netp ~0.3 s on a CPU, BiRefNet seconds). Quiet by design: a photo it cannot read or a
+    product it cannot find is for Generate to report, with the field named, and a mask model that would
+    first have to be downloaded is left for Generate to fetch."""
+    from pipeline.images import load_image
+    from pipeline.masking import mask_model_ready, subject_alpha
+
+    if not image or mask or not mask_model or not mask_model_ready(mask_model):
+        return
+    try:
+        subject_alpha(load_image(Path(image), field="image"), mask_model=mask_model)
+    except BackdropError:
+        pass
+
+
 def build_demo(model_set: str | None = None, output_dir: Path | str | None = None) -> gr.Blocks:
     """The studio's Blocks. Building it loads no model."""
     from pipeline.presets import list_presets
@@ -430,6 +447,9 @@ def build_demo(model_set: str | None = None, output_dir: Path | str | None = Non
         load.click(load_settings, settings_file, setting_components, api_name="load_settings", queue=False)
         save.click(save_preset, [preset_name] + setting_components, inputs["preset"], api_name="save_preset",
                    queue=False)
+        gr.on([inputs["image"].change, inputs["mask_model"].change], find_product_early,
+              [inputs["image"], inputs["mask"], inputs["mask_model"]], None, api_visibility="private",
+              show_progress="hidden", trigger_mode="always_last", concurrency_limit=1, concurrency_id="mask")
         copy.click(copy_as_request, [request_target] + setting_components, request_text, api_name="copy_request",
                    queue=False)
     demo.queue(max_size=QUEUE_SIZE)

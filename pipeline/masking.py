@@ -125,6 +125,18 @@ def half_pixel_model(path: Any) -> bytes:
     return model.SerializeToString()
 
 
+def mask_model_ready(model_name: str) -> bool:
+    """Whether ``model_name`` can start without a download: opened already, or its file where rembg looks."""
+    if model_name in _sessions:
+        return True
+    if model_name not in MASK_MODELS:
+        return False
+    from rembg.sessions import sessions_class
+
+    session_class = next((cls for cls in sessions_class if cls.name() == model_name), None)
+    return session_class is not None and session_class.resolve_existing(f"{model_name}.onnx") is not None
+
+
 def subject_alpha(
     image: Image.Image, *, mask_model: str, user_mask: Image.Image | None = None
 ) -> tuple[Image.Image, str]:

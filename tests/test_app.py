@@ -100,6 +100,53 @@ def test_library_errors_reach_the_client_as_their_message(client):
 # Start-up time (python app.py to its first HTTP 200, no model loaded): tests/test_benchmarks.py.
 
 
+def test_a_product_photo_is_masked_as_it_arrives_and_generate_reuses_the_mask(u2netp_home, monkeypatch):
+    import rembg
+
+    import app
+    from pipeline import masking
+    from pipeline.prepare import prepare_inputs
+
+    masking.clear_mask_cache()
+    runs = []
+    real_remove = rembg.remove
+    monkeypatch.setattr(rembg, "remove", lambda *a, **k: runs.append(1) or real_remove(*a, **k))
+    photo, scene = str(ROOT / "assets" / "product-shoe.jpg"), str(ROOT / "assets" / "scene-wood.jpg")
+    app.find_product_early(photo, None, "u2netp")
+    assert runs == [1]
+    request = app.build_request({"image": photo, "ref_image": scene, "prompt": "shoe", "mask_model": "u2netp"})
+    prepare_inputs(request, 64)
+    assert runs == [1]  # Generate's preparation found the photo's mask remembered
+
+    masking.clear_mask_cache()
+    app.find_product_early(photo, str(ROOT / "assets" / "product-ring.jpg"), "u2netp")  # the user's own mask
+    app.find_product_early(None, None, "u2netp")
+    app.find_product_early(str(ROOT / "README.md"), None, "u2netp")  # not an image: Generate will say so
+    assert runs == [1]
+
+
+def test_early_masking_never_downloads_a_mask_model(monkeypatch, tmp_path):
+    import app
+    from pipeline import masking
+
+    monkeypatch.setenv("U2NET_HOME", str(tmp_path))
+    monkeypatch.setenv("REMBG_HOME", str(tmp_path))
+    monkeypatch.setattr(masking, "_new_session", lambda name: pytest.fail(f"{name} would be opened"))
+    assert not masking.mask_model_ready("birefnet-general-lite")
+    app.find_product_early(str(ROOT / "assets" / "product-shoe.jpg"), None, "birefnet-general-lite")
+
+
+def test_the_studio_masks_on_upload_and_on_a_new_mask_model_off_the_gpu_line():
+    import app
+
+    demo = app.build_demo(model_set="tiny")
+    early = [fn for fn in demo.fns.values() if getattr(fn.fn, "__name__", "") == "find_product_early"]
+    assert len(early) == 1
+    triggers = {(demo.blocks[block].elem_id, event) for block, event in early[0].targets}
+    assert triggers == {("image", "change"), ("mask_model", "change")}
+    assert early[0].concurrency_id != "gpu" and early[0].trigger_mode == "always_last"
+
+
 # --- a real browser ---------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
