@@ -362,18 +362,11 @@ def copy_as_request(target: str, *values: Any) -> str:
 def find_product_early(image: str | None, mask: str | None, mask_model: str | None) -> None:
     """Run the mask model on a product photo as soon as it arrives (or another mask model is chosen),
     while the photographer writes the prompt: Generate then finds the mask remembered and skips the mask
-    network (u2netp ~0.3 s on a CPU, BiRefNet seconds). Quiet by design: a photo it cannot read or a
-    product it cannot find is for Generate to report, with the field named, and a mask model that would
-    first have to be downloaded is left for Generate to fetch."""
-    from pipeline.images import load_image
-    from pipeline.masking import mask_model_ready, subject_alpha
+    network (u2netp ~0.3 s on a CPU, BiRefNet seconds). Quiet: problems are for Generate to report."""
+    from pipeline.masking import find_product_ahead
 
-    if not image or mask or not mask_model or not mask_model_ready(mask_model):
-        return
-    try:
-        subject_alpha(load_image(Path(image), field="image"), mask_model=mask_model)
-    except BackdropError:
-        pass
+    if image and mask_model and not mask:
+        find_product_ahead(Path(image), mask_model)
 
 
 def build_demo(model_set: str | None = None, output_dir: Path | str | None = None) -> gr.Blocks:

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from .cli import OneLineParser, add_request_flags, make_runner, request_values
 from .errors import BackdropError
+from .masking import find_product_ahead
 from .outputs import save_result, write_atomically
 from .prepare import Reuse
 from .request import FIELDS, BgReplaceRequest
@@ -109,8 +110,12 @@ def run_batch(args: argparse.Namespace) -> int:
     jobs = args.jobs if args.backend == "hosted" else 1
     if args.jobs > 1 and args.backend != "hosted" and not args.quiet:
         print("backdrop: --jobs applies to hosted calls; local images run one at a time on the GPU", file=sys.stderr)
+    look_ahead = None
+    if not base.get("mask"):  # the next photo's mask, made while this one generates (see _run_in_turn)
+        mask_model = base.get("mask_model", FIELDS["mask_model"].default)
+        look_ahead = lambda path: find_product_ahead(path, mask_model)  # noqa: E731
     try:
-        _run_all(todo, work, jobs, lambda row: (manifest.record(row), bar.advance(row)))
+        _run_all(todo, work, jobs, lambda row: (manifest.record(row), bar.advance(row)), look_ahead)
     except KeyboardInterrupt:
         bar.finish()
         print(f"backdrop: interrupted; {MANIFEST} holds every finished item, rerun the same command to resume",
@@ -173,10 +178,10 @@ def _process(path: Path, base: dict[str, Any], runner: Callable[..., Any], reuse
     return row
 
 
-def _run_all(paths: list[Path], work: Callable[[Path], dict], jobs: int, finished: Callable[[dict], Any]) -> None:
+def _run_all(paths: list[Path], work: Callable[[Path], dict], jobs: int, finished: Callable[[dict], Any],
+             look_ahead: Callable[[Path], Any] | None = None) -> None:
     if jobs == 1:
-        for path in paths:
-            finished(work(path))
+        _run_in_turn(paths, work, finished, look_ahead)
         return
     with ThreadPoolExecutor(jobs) as pool:
         pending: set[Future] = set()
@@ -194,6 +199,22 @@ def _run_all(paths: list[Path], work: Callable[[Path], dict], jobs: int, finishe
             for future in pending:
                 future.cancel()
             raise
+
+
+def _run_in_turn(paths: list[Path], work: Callable[[Path], dict], finished: Callable[[dict], Any],
+                 look_ahead: Callable[[Path], Any] | None) -> None:
+    """One item after another, while a helper thread runs ``look_ahead`` on the next item: its mask is made
+    on the CPU while this item generates on the GPU (or waits for the hosted API), instead of after it.
+    Each item waits for its own look-ahead first, so no mask is made twice; a look-ahead that fails
+    changes nothing (the item then finds and reports the problem itself)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="backdrop-look-ahead") as helper:
+        ahead: Future | None = None
+        for index, path in enumerate(paths):
+            if ahead is not None:
+                wait([ahead])
+            following = paths[index + 1] if index + 1 < len(paths) else None
+            ahead = helper.submit(look_ahead, following) if look_ahead and following else None
+            finished(work(path))
 
 
 class _ProgressBar:

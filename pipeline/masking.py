@@ -137,6 +137,20 @@ def mask_model_ready(model_name: str) -> bool:
     return session_class is not None and session_class.resolve_existing(f"{model_name}.onnx") is not None
 
 
+def find_product_ahead(source: Any, mask_model: str) -> None:
+    """Run the mask model on a photo before a request asks for it (the studio on upload, a batch on the
+    next photo while this one generates), so that request finds the mask remembered. Never downloads a
+    mask model and never raises for a bad photo: the request itself reports that, naming the field."""
+    from .images import load_image
+
+    if not mask_model_ready(mask_model):
+        return
+    try:
+        subject_alpha(load_image(source, field="image"), mask_model=mask_model)
+    except BackdropError:
+        pass
+
+
 def subject_alpha(
     image: Image.Image, *, mask_model: str, user_mask: Image.Image | None = None
 ) -> tuple[Image.Image, str]:

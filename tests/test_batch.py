@@ -128,3 +128,53 @@ def test_a_manifest_line_cut_short_by_a_crash_is_ignored(tmp_path):
     manifest = Manifest(path)
     assert manifest.is_done("/a.jpg") and not manifest.is_done("/b.jpg")
     assert path.read_text() == json.dumps(good) + "\n"  # compacted: the torn line is gone
+
+
+def test_the_next_photo_is_masked_while_this_one_generates_and_never_twice():
+    import threading
+
+    from pipeline.batch import _run_in_turn
+
+    events = []
+
+    def look_ahead(path):
+        time.sleep(0.1)  # slower than an item's work: without the wait, work would start first
+        events.append(("ahead", path, threading.current_thread().name))  # on finishing
+        if path == "c":
+            raise RuntimeError("a look-ahead that fails changes nothing")
+
+    def work(path):
+        events.append(("work", path, threading.current_thread().name))
+        return {"input": path}
+
+    finished = []
+    _run_in_turn(["a", "b", "c"], work, finished.append, look_ahead)
+    assert [row["input"] for row in finished] == ["a", "b", "c"]
+    assert [(kind, path) for kind, path, _ in events if kind == "ahead"] == [("ahead", "b"), ("ahead", "c")]
+    assert all(name.startswith("backdrop-look-ahead") for kind, _, name in events if kind == "ahead")
+    assert all(name == threading.current_thread().name for kind, _, name in events if kind == "work")
+    order = [(kind, path) for kind, path, _ in events]
+    for path in ("b", "c"):  # each item's look-ahead had finished before its own work began
+        assert order.index(("ahead", path)) < order.index(("work", path))
+
+
+def test_a_local_batch_masks_each_photo_once_most_of_them_ahead(u2netp_home, catalogue, tmp_path, monkeypatch):
+    import threading
+
+    import rembg
+
+    from pipeline import masking
+    from pipeline.batch import build_batch_parser, run_batch
+
+    masking.clear_mask_cache()
+    threads = []
+    real_remove = rembg.remove
+    monkeypatch.setattr(rembg, "remove", lambda *a, **k: threads.append(threading.current_thread().name)
+                        or real_remove(*a, **k))
+    args = build_batch_parser().parse_args([str(catalogue), "--ref", str(ROOT / "assets" / "scene-wood.jpg"),
+                                            "--prompt", "on a wooden deck", "--model-set", "tiny", *FAST,
+                                            "--out", str(tmp_path / "out"), "--quiet"])
+    assert run_batch(args) == 1  # the broken file fails, as before
+    assert len(threads) == 4  # four photos, four masks: none made twice
+    # broken.png comes first (sorted), so every real photo is masked ahead, while the one before it ran.
+    assert all(name.startswith("backdrop-look-ahead") for name in threads)
