@@ -158,7 +158,8 @@ def test_the_next_photo_is_masked_while_this_one_generates_and_never_twice():
         assert order.index(("ahead", path)) < order.index(("work", path))
 
 
-def test_a_local_batch_masks_each_photo_once_most_of_them_ahead(u2netp_home, catalogue, tmp_path, monkeypatch):
+def test_a_batch_masks_each_photo_once_and_ahead_while_the_service_works(u2netp_home, catalogue, tmp_path,
+                                                                           monkeypatch):
     import threading
 
     import rembg
@@ -171,10 +172,27 @@ def test_a_local_batch_masks_each_photo_once_most_of_them_ahead(u2netp_home, cat
     real_remove = rembg.remove
     monkeypatch.setattr(rembg, "remove", lambda *a, **k: threads.append(threading.current_thread().name)
                         or real_remove(*a, **k))
-    args = build_batch_parser().parse_args([str(catalogue), "--ref", str(ROOT / "assets" / "scene-wood.jpg"),
-                                            "--prompt", "on a wooden deck", "--model-set", "tiny", *FAST,
-                                            "--out", str(tmp_path / "out"), "--quiet"])
-    assert run_batch(args) == 1  # the broken file fails, as before
+    with FakeSegmind(api_key="k") as service:
+        monkeypatch.setenv("SEGMIND_API_URL", service.url)
+        monkeypatch.setenv("SEGMIND_API_KEY", "k")
+        args = build_batch_parser().parse_args([str(catalogue), "--ref", str(ROOT / "assets" / "scene-wood.jpg"),
+                                                "--prompt", "on a wooden deck", "--backend", "hosted", *FAST,
+                                                "--out", str(tmp_path / "out"), "--quiet"])
+        assert run_batch(args) == 1  # the broken file fails, as before
     assert len(threads) == 4  # four photos, four masks: none made twice
     # broken.png comes first (sorted), so every real photo is masked ahead, while the one before it ran.
     assert all(name.startswith("backdrop-look-ahead") for name in threads)
+
+
+def test_masks_are_made_ahead_only_where_generation_leaves_the_cpu_free(monkeypatch):
+    from types import SimpleNamespace
+
+    from pipeline import models
+    from pipeline.batch import _generation_leaves_the_cpu_free
+
+    local = SimpleNamespace(backend="local", device=None, dtype=None, memory_mode=None)
+    monkeypatch.setattr(models, "resolve_runtime", lambda *a: SimpleNamespace(device="cpu"))
+    assert not _generation_leaves_the_cpu_free(local)
+    assert _generation_leaves_the_cpu_free(SimpleNamespace(backend="hosted"))
+    monkeypatch.setattr(models, "resolve_runtime", lambda *a: SimpleNamespace(device="cuda"))
+    assert _generation_leaves_the_cpu_free(local)
