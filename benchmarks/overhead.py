@@ -5,9 +5,10 @@
 A request goes the way a REST call goes: a JSON body with base64 JPEGs is parsed and validated, the
 product is masked (u2netp; the mask cache is cleared first, so every run pays for a new photo's
 mask), the pipeline runs (prompt and reference embeddings, VAE encode and decode, the denoising loop),
-the product is laid back and every image is encoded to base64 JPEG. The loop is timed on its own (from the moment diffusers opens its progress bar to the moment it closes it) and
-subtracted: with SDXL the loop is the GPU's work, and the rest is what Backdrop adds around it.
-Prints a table and writes benchmarks/results/overhead.json.
+the product is laid back and every image is encoded to base64 JPEG. The loop is timed on its own (from
+the moment diffusers opens its progress bar to the moment it closes it) and subtracted: with SDXL the
+loop is the GPU's work, and the rest is what Backdrop adds around it. Prints a table and writes
+benchmarks/results/overhead.json.
 """
 
 from __future__ import annotations

@@ -27,6 +27,24 @@ def u2netp_home() -> Path:
     return home
 
 
+@pytest.fixture
+def mask_model_runs(monkeypatch):
+    """The name of the thread of each real mask-model run (rembg.remove), from an empty mask cache."""
+    import threading
+
+    import rembg
+
+    from pipeline import masking
+
+    masking.clear_mask_cache()
+    runs: list[str] = []
+    real_remove = rembg.remove
+    monkeypatch.setattr(rembg, "remove", lambda *a, **k: runs.append(threading.current_thread().name)
+                        or real_remove(*a, **k))
+    yield runs
+    masking.clear_mask_cache()
+
+
 @pytest.fixture(scope="session")
 def tiny_models():
     from pipeline.models import load_models

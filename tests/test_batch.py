@@ -159,19 +159,10 @@ def test_the_next_photo_is_masked_while_this_one_generates_and_never_twice():
 
 
 def test_a_batch_masks_each_photo_once_and_ahead_while_the_service_works(u2netp_home, catalogue, tmp_path,
-                                                                           monkeypatch):
-    import threading
-
-    import rembg
-
-    from pipeline import masking
+                                                                           monkeypatch, mask_model_runs):
     from pipeline.batch import build_batch_parser, run_batch
 
-    masking.clear_mask_cache()
-    threads = []
-    real_remove = rembg.remove
-    monkeypatch.setattr(rembg, "remove", lambda *a, **k: threads.append(threading.current_thread().name)
-                        or real_remove(*a, **k))
+    threads = mask_model_runs
     with FakeSegmind(api_key="k") as service:
         monkeypatch.setenv("SEGMIND_API_URL", service.url)
         monkeypatch.setenv("SEGMIND_API_KEY", "k")

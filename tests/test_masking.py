@@ -28,15 +28,10 @@ def test_mask_works_on_large_photos_at_full_size(u2netp_home):
     assert iou(alpha, truth) >= 0.95
 
 
-def test_the_same_photo_again_reuses_its_mask_and_any_change_is_a_new_one(u2netp_home, bottle, monkeypatch):
-    import rembg
-
+def test_the_same_photo_again_reuses_its_mask_and_any_change_is_a_new_one(u2netp_home, bottle, mask_model_runs):
     from pipeline import masking
 
-    masking.clear_mask_cache()
-    runs = []
-    real_remove = rembg.remove
-    monkeypatch.setattr(rembg, "remove", lambda *a, **k: runs.append(1) or real_remove(*a, **k))
+    runs = mask_model_runs
     photo, _ = bottle
     first, _ = subject_alpha(photo, mask_model="u2netp")
     again, _ = subject_alpha(photo.copy(), mask_model="u2netp")  # equal pixels, another object
