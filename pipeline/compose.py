@@ -146,9 +146,8 @@ def _decontaminated_edge(rgb: np.ndarray, alpha: np.ndarray, rows: np.ndarray, c
         reaches.append(_sample(blurred, (xs + 0.5) * scale - 0.5, (ys + 0.5) * scale - 0.5))
     estimate = rgb[rows, cols].astype(np.float32)
     for points in reversed(reaches):
-        reached = points[:, 3]
-        found = reached > 1e-3
-        estimate[found] = points[found, :3] / reached[found, None]
+        reached = points[:, 3:]
+        estimate = np.divide(points[:, :3], reached, out=estimate, where=reached > 1e-3)
     return np.clip(estimate + 0.5, 0, 255).astype(np.uint8)
 
 
