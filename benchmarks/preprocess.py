@@ -6,9 +6,11 @@ The photo is the example running shoe, stored as a camera stores a portrait-held
 orientation 6), so decoding includes turning it upright. Each stage goes through the library's own
 functions (``load_image``, ``prepare_inputs``, ``compose_output``); the figures are medians of
 ``--repeats`` runs after one warm-up run, which also pays the one-off cost of opening the mask model
-(reported on its own). Every timed run is a new photo to the mask cache (cleared first); the last row
-is the same photo again, as when a photographer reruns with a new prompt or seed and the mask is
-remembered. Prints a table and writes benchmarks/results/preprocess.json.
+(reported on its own). Every timed run is a new photo to the mask cache (cleared first); the row after
+the total is the same photo again, as when a photographer reruns with a new prompt or seed and the mask
+is remembered. The fastest and slowest new-photo totals and the share of CPU time the hypervisor took
+meanwhile (on a shared virtual machine, the usual reason one run is slower than another) come last.
+Prints a table and writes benchmarks/results/preprocess.json.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import RESULTS, jpeg_bytes, machine, peak_rss_mib, reset_peak_rss, rss_mib, table, timed, write_report
+from _common import (RESULTS, cpu_ticks, jpeg_bytes, machine, peak_rss_mib, reset_peak_rss, rss_mib, stolen_percent, table,
+                     timed, write_report)
 
 STAGES = ("decode_exif", "mask", "refine_and_resize", "canny", "soft_edge", "composite")
 
@@ -78,11 +81,15 @@ def measure(width: int, height: int, *, repeats: int, mask_model: str) -> dict[s
     once()  # warm-up: first-call allocations and caches belong to no row
     baseline = rss_mib()
     reset_peak_rss()
+    ticks = cpu_ticks()
     runs = [once() for _ in range(repeats)]
+    stolen = stolen_percent(ticks, cpu_ticks())
     medians = {stage: statistics.median(run[stage] for run in runs) for stage in (*STAGES, "total")}
     medians["total, same photo again"] = statistics.median(once(new_photo=False)["total"] for _ in range(repeats))
+    totals = [run["total"] for run in runs]
     return {"size": f"{width}x{height}", "jpeg_mib": round(len(data) / 2**20, 2), "seconds": medians,
-            "mask_model_open_seconds": open_seconds, "rss_before_mib": baseline,
+            "total_fastest_seconds": min(totals), "total_slowest_seconds": max(totals),
+            "cpu_stolen_percent": stolen, "mask_model_open_seconds": open_seconds, "rss_before_mib": baseline,
             "peak_rss_mib": peak_rss_mib(), "peak_extra_mib": round(peak_rss_mib() - baseline, 1)}
 
 
@@ -105,6 +112,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     headers = ["stage (median s)"] + [case["size"] for case in cases]
     stages = (*STAGES, "total", "total, same photo again")
     rows = [[stage] + [case["seconds"][stage] for case in cases] for stage in stages]
+    rows.append(["total, a new photo: fastest - slowest run"]
+                + [f"{case['total_fastest_seconds']:.3f} - {case['total_slowest_seconds']:.3f}" for case in cases])
+    rows.append(["(shared VM) CPU time the hypervisor took during those runs, %"]
+                + [f"{case['cpu_stolen_percent']:.1f}" if case["cpu_stolen_percent"] is not None else "n/a" for case in cases])
     rows.append(["(once per process) open mask model"] + [case["mask_model_open_seconds"] for case in cases])
     rows.append(["peak memory while preprocessing, MiB above the process's"] + [case["peak_extra_mib"] for case in cases])
     print(table(headers, rows))

@@ -85,6 +85,18 @@ def test_preprocess_benchmark_times_every_stage(tmp_path, u2netp_home):
         assert set(seconds) == {*preprocess.STAGES, "total", "total, same photo again"}
         assert sum(seconds[stage] for stage in preprocess.STAGES) <= seconds["total"]
         assert seconds["total, same photo again"] < seconds["total"] - 0.5 * seconds["mask"]  # the mask is remembered
+        assert case["total_fastest_seconds"] <= seconds["total"] <= case["total_slowest_seconds"]
+        assert case["cpu_stolen_percent"] is None or 0 <= case["cpu_stolen_percent"] <= 100
+
+
+def test_stolen_cpu_time_is_the_steal_share_of_the_ticks_between_two_readings():
+    from _common import cpu_ticks, stolen_percent
+
+    assert stolen_percent((10, 1000), (40, 1200)) == 15.0
+    assert stolen_percent(None, (40, 1200)) is None and stolen_percent((10, 1000), (10, 1000)) is None
+    ticks = cpu_ticks()
+    if sys.platform.startswith("linux"):
+        assert ticks is not None and 0 <= ticks[0] <= ticks[1]
 
 
 def test_overhead_benchmark_separates_the_denoising_loop(tmp_path, u2netp_home):
