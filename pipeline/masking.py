@@ -162,11 +162,16 @@ def subject_alpha(
     return _rembg_alpha(image, mask_model), mask_model
 
 
-def _rembg_alpha(image: Image.Image, mask_model: str) -> Image.Image:
+def model_input(image: Image.Image, mask_model: str) -> Image.Image:
+    """``image`` as ``mask_model`` sees it: shrunk to the model's square, never enlarged."""
     side = _MODEL_INPUT_SIDE.get(mask_model, _LARGE_MODEL_INPUT_SIDE)
-    small = image
-    if min(image.size) > side:  # never enlarge here: a small photo goes in as it is
-        small = image.resize((side, side), Image.Resampling.BOX, reducing_gap=2.0)
+    if min(image.size) <= side:  # a small photo goes in as it is
+        return image
+    return image.resize((side, side), Image.Resampling.BOX, reducing_gap=2.0)
+
+
+def _rembg_alpha(image: Image.Image, mask_model: str) -> Image.Image:
+    small = model_input(image, mask_model)
     alpha = _model_alpha(small.convert("RGB"), mask_model)
     if alpha.size != image.size:
         resized = cv2.resize(np.asarray(alpha), image.size, interpolation=cv2.INTER_CUBIC)

@@ -86,6 +86,7 @@ def test_preprocess_benchmark_times_every_stage(tmp_path, u2netp_home):
         assert sum(seconds[stage] for stage in preprocess.STAGES) <= seconds["total"]
         assert seconds["total, same photo again"] < seconds["total"] - 0.5 * seconds["mask"]  # the mask is remembered
         assert case["total_fastest_seconds"] <= seconds["total"] <= case["total_slowest_seconds"]
+        assert case["mask_network_seconds"] > 0
         assert case["cpu_stolen_percent"] is None or 0 <= case["cpu_stolen_percent"] <= 100
 
 
