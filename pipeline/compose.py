@@ -137,13 +137,18 @@ def _decontaminated_edge(rgb: np.ndarray, alpha: np.ndarray, rows: np.ndarray, c
     ys = ((rows - top + 0.5) * working - 0.5).astype(np.float32)
     xs = ((cols - left + 0.5) * working - 0.5).astype(np.float32)
     # Finest reach first, each grid shrunk from the last one (a fraction of the pixels to average), then
-    # applied widest first so that the finest reach that found solid colour has the last word.
-    reaches, grid, scale = [], layers, 1.0
+    # applied widest first so that the finest reach that found solid colour has the last word. All grids
+    # are shrunk before any is blurred, so each can be blurred in place: a new full-size float grid
+    # costs more in fresh pages from the kernel than the blur itself.
+    grids, grid, scale = [], layers, 1.0
     for sigma in sorted(_FILL_SIGMAS):
         step = min(1.0, _FILL_GRID_SIGMA / sigma) / scale
         grid, scale = _shrunk(grid, step), scale * step
-        blurred = cv2.GaussianBlur(grid, (0, 0), sigma * scale)
-        reaches.append(_sample(blurred, (xs + 0.5) * scale - 0.5, (ys + 0.5) * scale - 0.5))
+        grids.append((sigma, grid, scale))
+    reaches = []
+    for sigma, grid, scale in grids:
+        cv2.GaussianBlur(grid, (0, 0), sigma * scale, dst=grid)
+        reaches.append(_sample(grid, (xs + 0.5) * scale - 0.5, (ys + 0.5) * scale - 0.5))
     estimate = rgb[rows, cols].astype(np.float32)
     for points in reversed(reaches):
         reached = points[:, 3:]

@@ -15,12 +15,17 @@ def subject_canny(image: Image.Image, alpha: Image.Image, *, low: int = 100, hig
     silhouette always yields an edge and nothing of the old backdrop (texture, shadows) does.
     """
     # Greyscale is a weighted sum of the channels, so flattening the grey image equals greying the
-    # flattened colour one: one channel of float maths instead of three.
+    # flattened colour one: one channel of float maths instead of three. The maths runs in place: each
+    # new 1 MP float array costs ~1 ms of the kernel zeroing fresh pages, more than the arithmetic.
     rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    weight = np.asarray(alpha if alpha.mode == "L" else alpha.convert("L"), dtype=np.float32) * (1.0 / 255.0)
+    weight = np.asarray(alpha if alpha.mode == "L" else alpha.convert("L"), dtype=np.float32)
+    weight *= 1.0 / 255.0
     gray_product = float((gray * weight).sum() / max(float(weight.sum()), 1.0))
     flat_value = 0.0 if gray_product > 127 else 255.0
-    flattened = (gray - flat_value) * weight + flat_value
-    edges = cv2.Canny(np.clip(flattened + 0.5, 0, 255).astype(np.uint8), low, high)
+    gray -= flat_value
+    gray *= weight
+    gray += flat_value
+    gray += 0.5
+    edges = cv2.Canny(np.clip(gray, 0, 255, out=gray).astype(np.uint8), low, high)
     return Image.fromarray(cv2.cvtColor(edges, cv2.COLOR_GRAY2RGB), mode="RGB")
