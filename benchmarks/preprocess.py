@@ -9,8 +9,9 @@ functions (``load_image``, ``prepare_inputs``, ``compose_output``); the figures 
 (reported on its own). Every timed run is a new photo to the mask cache (cleared first); the row after
 the total is the same photo again, as when a photographer reruns with a new prompt or seed and the mask
 is remembered. A row under the mask's gives the mask network alone (rembg on the photo already shrunk
-to the model's input, the part no code of ours can speed up). The fastest and slowest new-photo totals and the share of CPU time the hypervisor took
-meanwhile (on a shared virtual machine, the usual reason one run is slower than another) come last.
+to the model's input, the part no code of ours can speed up). The fastest and slowest new-photo totals
+and the share of CPU time the hypervisor took meanwhile (on a shared virtual machine, the usual reason
+one run is slower than another) come last.
 Prints a table and writes benchmarks/results/preprocess.json.
 """
 

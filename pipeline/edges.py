@@ -15,8 +15,8 @@ def subject_canny(image: Image.Image, alpha: Image.Image, *, low: int = 100, hig
     silhouette always yields an edge and nothing of the old backdrop (texture, shadows) does.
     """
     # Greyscale is a weighted sum of the channels, so flattening the grey image equals greying the
-    # flattened colour one: one channel of float maths instead of three. The maths runs in place: each
-    # new 1 MP float array costs ~1 ms of the kernel zeroing fresh pages, more than the arithmetic.
+    # flattened colour one: one channel of float maths instead of three. The maths runs in place: a new
+    # 1 MP float array costs fresh pages the kernel must zero, often more than the arithmetic on it.
     rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
     weight = np.asarray(alpha if alpha.mode == "L" else alpha.convert("L"), dtype=np.float32)
