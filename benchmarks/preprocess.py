@@ -11,8 +11,7 @@ the total is the same photo again, as when a photographer reruns with a new prom
 is remembered. A row under the mask's gives the mask network alone (rembg on the photo already shrunk
 to the model's input, the part no code of ours can speed up). The fastest and slowest new-photo totals
 and the share of CPU time the hypervisor took meanwhile (on a shared virtual machine, the usual reason
-one run is slower than another) come last.
-Prints a table and writes benchmarks/results/preprocess.json.
+one run is slower than another) come last. Prints a table and writes benchmarks/results/preprocess.json.
 """
 
 from __future__ import annotations
@@ -23,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import (RESULTS, cpu_ticks, jpeg_bytes, machine, peak_rss_mib, reset_peak_rss, rss_mib, stolen_percent, table,
-                     timed, write_report)
+from _common import (RESULTS, cpu_ticks, jpeg_bytes, machine, peak_rss_mib, reset_peak_rss, rss_mib, stolen_percent,
+                     table, timed, write_report)
 
 STAGES = ("decode_exif", "mask", "refine_and_resize", "canny", "soft_edge", "composite")
 
@@ -133,7 +132,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows.append(["total, a new photo: fastest - slowest run"]
                 + [f"{case['total_fastest_seconds']:.3f} - {case['total_slowest_seconds']:.3f}" for case in cases])
     rows.append(["(shared VM) CPU time the hypervisor took during those runs, %"]
-                + [f"{case['cpu_stolen_percent']:.1f}" if case["cpu_stolen_percent"] is not None else "n/a" for case in cases])
+                + ["n/a" if case["cpu_stolen_percent"] is None else f"{case['cpu_stolen_percent']:.1f}"
+                   for case in cases])
     rows.append(["(once per process) open mask model"] + [case["mask_model_open_seconds"] for case in cases])
     rows.append(["peak memory while preprocessing, MiB above the process's"] + [case["peak_extra_mib"] for case in cases])
     print(table(headers, rows))
