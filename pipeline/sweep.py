@@ -33,6 +33,8 @@ class Cell:
     y: str | None
     request: BgReplaceRequest
     result: BgReplaceResult
+    x_axis: str | None = None  # set for a grid, whose captions then say which value is which parameter's
+    y_axis: str | None = None
 
     @property
     def image(self) -> Image.Image:
@@ -40,7 +42,11 @@ class Cell:
 
     @property
     def label(self) -> str:
-        return self.x if self.y is None else f"{self.y} · {self.x}"
+        """The cell's caption: "cn_weight=0.5 · scheduler=Euler" in a grid, "A" or "local" side by side."""
+        x = f"{self.x_axis}={self.x}" if self.x_axis else self.x
+        if self.y is None:
+            return x
+        return f"{x} · {self.y_axis}={self.y}" if self.y_axis else f"{x} · {self.y}"
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,7 @@ def run_grid(
             if y_axis:
                 request = cell_request(request, y_axis, y_value)
             plan.append((_shown(x_axis, x_value), None if y_axis is None else _shown(y_axis, y_value), request))
-    return _run_plan(plan, run, x_axis, y_axis, on_progress, should_cancel)
+    return _run_plan(plan, run, x_axis, y_axis, on_progress, should_cancel, name_axes=True)
 
 
 def run_columns(
@@ -122,7 +128,8 @@ def run_columns(
 
 
 def _run_plan(plan: list[tuple], run: Runner | None, x_axis: str, y_axis: str | None,
-              on_progress: ProgressCallback | None, should_cancel: CancelCheck | None) -> Comparison:
+              on_progress: ProgressCallback | None, should_cancel: CancelCheck | None,
+              name_axes: bool = False) -> Comparison:
     report = on_progress or (lambda progress: None)
     reuse = Reuse()
     started = time.perf_counter()
@@ -135,7 +142,8 @@ def _run_plan(plan: list[tuple], run: Runner | None, x_axis: str, y_axis: str | 
             report(Progress(progress.stage, (index + progress.fraction) / len(plan), f"{where}: {progress.message}"))
 
         result = runner(request, reuse=reuse, on_progress=cell_progress, should_cancel=should_cancel)
-        cells.append(Cell(x=x_label, y=y_label, request=request, result=result))
+        axes = {"x_axis": x_axis, "y_axis": y_axis} if name_axes else {}
+        cells.append(Cell(x=x_label, y=y_label, request=request, result=result, **axes))
     x_labels = tuple(dict.fromkeys(cell.x for cell in cells))
     y_labels = tuple(dict.fromkeys(cell.y for cell in cells if cell.y is not None))
     return Comparison(x_axis=x_axis, x_labels=x_labels, y_axis=y_axis, y_labels=y_labels, cells=tuple(cells),

@@ -28,7 +28,8 @@ def test_a_3x2_grid_has_six_cells_in_axis_order_with_labels(tiny_models, make_re
     comparison = run_grid(make_request(resolution=64), local(tiny_models), "cn_weight", [0.0, 0.5, 1.0],
                           "scheduler", ["Euler", "DDIM"])
     assert [cell.label for cell in comparison.cells] == [
-        "Euler · 0", "Euler · 0.5", "Euler · 1", "DDIM · 0", "DDIM · 0.5", "DDIM · 1"]
+        "cn_weight=0 · scheduler=Euler", "cn_weight=0.5 · scheduler=Euler", "cn_weight=1 · scheduler=Euler",
+        "cn_weight=0 · scheduler=DDIM", "cn_weight=0.5 · scheduler=DDIM", "cn_weight=1 · scheduler=DDIM"]
     assert [(c.request.cn_weight, c.request.scheduler) for c in comparison.cells] == [
         (0.0, "Euler"), (0.5, "Euler"), (1.0, "Euler"), (0.0, "DDIM"), (0.5, "DDIM"), (1.0, "DDIM")]
     assert len({cell.result.seeds[0] for cell in comparison.cells}) == 1  # one seed everywhere
@@ -178,3 +179,13 @@ def test_copy_as_api_request_is_a_working_curl_command(u2netp_home, tmp_path):
         assert Image.open(tmp_path / "result.jpg").size == Image.open(tmp_path / "product.jpg").size
         hosted = app.copy_as_request("Hosted API", *[settings.get(name) for name in app.SETTING_INPUTS])
         assert "SEGMIND_API_KEY" in hosted and "mask_model" not in hosted and "api.segmind.com" in hosted
+        # Images = 2: the reply is JSON, so the command saves it as such and writes out each image by seed
+        # (it used to write the JSON into result.jpg).
+        (tmp_path / "result.jpg").unlink()
+        two = app.copy_as_request("Local GPU", *[(settings | {"samples": 2}).get(name) for name in app.SETTING_INPUTS])
+        done = subprocess.run(["bash", "-c", two.replace("http://127.0.0.1:7860", url)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert not (tmp_path / "result.jpg").exists()
+        for seed in (4, 5):
+            assert Image.open(tmp_path / f"result_{seed}.jpg").size == Image.open(tmp_path / "product.jpg").size
