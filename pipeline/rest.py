@@ -186,9 +186,24 @@ def curl_example(settings: dict[str, Any], url: str, *, hosted: bool) -> str:
     for name, value in body.items():  # literal text inside the heredoc: escape what the shell would expand
         text = json.dumps(value, ensure_ascii=False)
         lines.append(f'"{name}": ' + text.replace("\\", "\\\\").replace("$", "\\$").replace("`", "\\`"))
-    return (f"# Replace product.jpg and reference.jpg with your files; the key comes from ${key}.\n"
-            f"curl -s {url} -H \"Content-Type: application/json\" -H \"x-api-key: ${key}\" \\\n"
-            f"  -o result.jpg --data-binary @- <<EOF\n{{\n  " + ",\n  ".join(lines) + "\n}\nEOF\n")
+    extension = ".png" if body.get("output_format") == "png" else ".jpg"
+    json_reply = bool(body.get("base64")) or (not hosted and (body.get("samples") or 1) > 1)
+    command = (f"# Replace product.jpg and reference.jpg with your files; the key comes from ${key}.\n"
+               + (_JSON_REPLY_NOTE if json_reply else "")
+               + f"curl -s {url} -H \"Content-Type: application/json\" -H \"x-api-key: ${key}\" \\\n"
+               f"  -o {'result.json' if json_reply else 'result' + extension} --data-binary @- <<EOF\n{{\n  "
+               + ",\n  ".join(lines) + "\n}\nEOF\n")
+    return command + (_DECODE_JSON_REPLY.format(extension=extension) if json_reply else "")
+
+
+# Several images (or base64: true) come back as JSON, never squeezed into one image file: the command
+# saves the reply as JSON and then writes each image out under its seed.
+_JSON_REPLY_NOTE = "# The reply is JSON (base64 images): the last line writes each image as result_<seed>.\n"
+_DECODE_JSON_REPLY = (
+    "python3 -c 'import base64, json; r = json.load(open(\"result.json\"));"
+    " [open(f\"result_{{seed}}{extension}\", \"wb\").write(base64.b64decode(image))"
+    " for seed, image in zip(r.get(\"seeds\", [\"1\"]), r.get(\"images\", [r[\"image\"]]))]'\n"
+)
 
 
 def _device() -> str:
