@@ -11,6 +11,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -47,6 +48,26 @@ REQUEST_INPUTS = ("image", "ref_image", "prompt", "negative_prompt", "samples", 
 # What "Load settings" and presets restore: every request field but the images.
 SETTING_INPUTS = tuple(name for name in REQUEST_INPUTS if name in FIELDS and FIELDS[name].kind != "image")
 COMPARE_INPUTS = ("mode", "x_axis", "x_values", "y_axis", "y_values", "settings_a", "settings_b")
+COMPARE_MODE_FIELDS = {"Grid": ("x_axis", "x_values", "y_axis", "y_values"), "A/B": ("settings_a", "settings_b"),
+                       "Local vs Hosted": ()}
+# Choices that belong to this machine or person, not to a kind of product: a preset never changes them
+# (a preset naming a mask model this machine lacks would break the next Generate).
+MACHINE_SETTINGS = ("mask_model",)
+# What each input is called on the screen. The widgets take their labels from here, and a message about a
+# field names it the same way ("Product photo (image): ..."), with the API's name in brackets.
+LABELS = {
+    "image": "Product photo", "ref_image": "Reference setting", "prompt": "Prompt",
+    "negative_prompt": "Negative prompt", "samples": "Images", "scheduler": "Scheduler",
+    "num_inference_steps": "Steps", "guidance_scale": "Guidance scale", "seed": "Seed (-1 = random)",
+    "strength": "Strength", "cn_weight": "ControlNet weight", "ip_adapter_weight": "Reference weight",
+    "mask": "Your own mask (white = product)", "mask_model": "Mask model", "mask_grow": "Grow mask (px)",
+    "mask_feather": "Feather (px)", "canny_low": "Canny low", "canny_high": "Canny high",
+    "resolution": "Generation size (0 = the model's own)", "output_size": "Return at", "output_format": "Format",
+    "backend": "Backend", "api_key": "Hosted API key", "preset": "Preset",
+    "preset_name": "Save the current settings as a preset named", "settings": "Drop a Backdrop result to load its settings",
+    "mode": "Compare", "x_axis": "X axis", "y_axis": "Y axis", "axis values": "X and Y values",
+    "settings_a": "A/B: settings A (JSON changes)", "settings_b": "A/B: settings B (JSON changes)",
+}
 
 _cancelled_sessions: set[str] = set()
 _cancel_lock = threading.Lock()
@@ -74,8 +95,15 @@ def api_function(handler: Callable[..., Any], names: tuple[str, ...]) -> Callabl
     return call
 
 
-def _user_errors(action: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Turn every failure into a ``gr.Error`` with a sentence for the person; never a stack trace."""
+def on_screen(error: BackdropError) -> str:
+    """The error's message naming its field as the screen does: "Product photo (image): the file is empty"."""
+    label = LABELS.get(error.field or "")
+    return f"{label.split(' (')[0]} ({error.field}): {error.detail}" if label else str(error)
+
+
+def _user_errors(action: str, outputs: int = 1) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Turn every failure into a ``gr.Error`` with a sentence for the person; never a stack trace. A
+    cancelled run is no failure: it leaves the ``outputs`` panels as they were and says "Cancelled"."""
 
     def wrap(handler: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(handler)  # keeps the signature Gradio names API parameters after
@@ -83,9 +111,11 @@ def _user_errors(action: str) -> Callable[[Callable[..., Any]], Callable[..., An
             try:
                 return handler(*args, **kwargs)
             except GenerationCancelled:
-                raise gr.Error("Generation cancelled.", title="Cancelled") from None
+                # Not a failure: the panels keep what they showed, and no red "Error" badge appears.
+                gr.Warning("Cancelled: nothing was made after the step that was running.", title="Cancelled")
+                return tuple(gr.skip() for _ in range(outputs)) if outputs > 1 else gr.skip()
             except BackdropError as error:
-                raise gr.Error(str(error), title=f"Cannot {action}") from None
+                raise gr.Error(on_screen(error), title=f"Cannot {action}") from None
             except gr.Error:
                 raise
             except Exception as error:  # the log has the trace; the browser gets a sentence
@@ -129,7 +159,7 @@ class Studio:
         self.model_set = model_set
         self.output_dir = output_dir
 
-    @_user_errors("generate")
+    @_user_errors("generate", outputs=4)
     def generate(self, values: dict[str, Any], *, request: gr.Request | None, progress: Any) -> tuple:
         """Gallery (saved files with seeds), before/after pair, intermediates, run summary."""
         from pipeline.outputs import save_result
@@ -138,7 +168,7 @@ class Studio:
         runner = self._runner(values, _session(request), progress)
         with self._device_line(values):
             result = runner(built)
-        paths = save_result(result, self.output_dir, stem=time.strftime("backdrop-%Y%m%d-%H%M%S"))  # before shown
+        paths = save_result(result, self.output_dir, stem=output_stem(values["image"]))  # saved before shown
         gallery = [(str(path), f"seed {seed}") for path, seed in zip(paths, result.seeds)]
         before = built.image.convert("RGB").resize(result.images[0].size)
         parts = result.intermediates
@@ -146,7 +176,7 @@ class Studio:
                          (parts.canny, "canny edges")] if parts else []
         return gallery, (before, result.images[0]), intermediates, _summary(result, paths)
 
-    @_user_errors("compare")
+    @_user_errors("compare", outputs=3)
     def compare(self, values: dict[str, Any], *, request: gr.Request | None, progress: Any) -> tuple:
         """Labelled grid image, every cell (saved files, labelled), summary."""
         from pipeline import sweep
@@ -237,6 +267,13 @@ def _new_folder(parent: Path, name: str) -> Path:
             folder = parent / f"{name}-{number}"
 
 
+def output_stem(upload: str) -> str:
+    """``perfume-20261129-101500``: the product photo's own name (Gradio keeps an upload's file name) and
+    the time, so a folder of results still says which product each one shows."""
+    product = re.sub(r"[^\w.-]+", "-", Path(upload).stem).strip("-.")[:80] or "backdrop"
+    return f"{product}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 def _session(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "api"
 
@@ -297,6 +334,28 @@ def _summary(result: Any, paths: list[Path]) -> str:
     return "\n\n".join(rows)
 
 
+def _compare_mode_fields(mode: str) -> list[Any]:
+    """Show only the Compare inputs the chosen mode uses."""
+    shown = COMPARE_MODE_FIELDS.get(mode, ())
+    every = [name for names in COMPARE_MODE_FIELDS.values() for name in names]
+    return [gr.update(visible=name in shown) for name in every]
+
+
+def check_upload(field: str, path: str | None) -> Any:
+    """Check an upload as it arrives: a file that is no usable image is reported now, once, naming the box,
+    and the box is emptied, instead of Generate refusing it later."""
+    from pipeline.images import load_image
+
+    if not path:
+        return gr.skip()
+    try:
+        load_image(Path(path), field=field)
+    except BackdropError as error:
+        gr.Warning(on_screen(error), title="Not a usable image")
+        return None
+    return gr.skip()
+
+
 def _scheduler_note(name: str) -> str:
     return "Second-order sampler: about two UNet passes per step, so twice the time of Euler." if name in SECOND_ORDER else ""
 
@@ -304,7 +363,7 @@ def _scheduler_note(name: str) -> str:
 def cancel(request: gr.Request = None) -> None:
     with _cancel_lock:
         _cancelled_sessions.add(_session(request))
-    gr.Info("Cancelling after the current step...")
+    gr.Info("The run stops after the step it is on; nothing of it is saved.", title="Cancelled")
 
 
 @_user_errors("load the settings")
@@ -315,8 +374,23 @@ def load_settings(file: str | None) -> list[Any]:
     if not file:
         raise BackdropError("drop a result image (or its .json sidecar) first", field="settings")
     settings = settings_from_metadata(read_metadata(Path(file)))
-    gr.Info("Settings loaded from the image.")
-    return [settings.get(name, FIELDS[name].default) for name in SETTING_INPUTS]
+    values = {name: settings.get(name, FIELDS[name].default) for name in SETTING_INPUTS}
+    gr.Info(loaded_summary(Path(file).name, values), title="Settings loaded")
+    return [_on_screen_value(name, value) for name, value in values.items()]
+
+
+def loaded_summary(source: str, values: dict[str, Any]) -> str:
+    """What Load settings restored, in a line: the seed, the prompt and every setting off its default."""
+    changed = [f"{LABELS[name].split(' (')[0]} {value}" for name, value in values.items()
+               if name not in ("prompt", "negative_prompt", "seed") and value != FIELDS[name].default]
+    prompt = values.get("prompt") or ""
+    return (f"From {source}: seed {values.get('seed')}, prompt \"{prompt[:60]}{'…' if len(prompt) > 60 else ''}\"; "
+            + (f"changed from the defaults: {', '.join(changed)}." if changed else "every other setting at its default."))
+
+
+def _on_screen_value(name: str, value: Any) -> Any:
+    """A setting as its widget shows it: "the model's own" generation size is 0 in its box."""
+    return 0 if name == "resolution" and value is None else value
 
 
 @_user_errors("apply the preset")
@@ -327,12 +401,14 @@ def apply_preset(slug: str, ref_image: str | None) -> list[Any]:
     preset = get_preset(slug)
     values = []
     for name in SETTING_INPUTS:
-        if name in preset.settings:
-            values.append(preset.settings[name])
+        if name in MACHINE_SETTINGS:
+            values.append(gr.skip())
+        elif name in preset.settings:
+            values.append(_on_screen_value(name, preset.settings[name]))
         elif name in ("prompt", "negative_prompt", "seed"):
             values.append(gr.skip())  # the user's own words and seed stay unless the preset sets them
         else:
-            values.append(FIELDS[name].default)
+            values.append(_on_screen_value(name, FIELDS[name].default))
     reference = ref_image or (str(preset.reference) if preset.reference else None)
     return [*values, reference, preset.description]
 
@@ -341,7 +417,8 @@ def apply_preset(slug: str, ref_image: str | None) -> list[Any]:
 def save_preset(name: str, *values: Any) -> Any:
     from pipeline.presets import list_presets, save_user_preset
 
-    settings = {key: value for key, value in zip(SETTING_INPUTS, values) if key not in ("prompt", "seed")}
+    settings = {key: value for key, value in zip(SETTING_INPUTS, values)
+                if key not in ("prompt", "seed", *MACHINE_SETTINGS)}
     settings["resolution"] = settings.get("resolution") or None
     path = save_user_preset(name or "", settings)
     gr.Info(f"Saved preset to {path}")
@@ -385,13 +462,13 @@ def build_demo(model_set: str | None = None, output_dir: Path | str | None = Non
                 _input_panel(inputs, presets)
                 with gr.Row():
                     run = gr.Button("Generate", variant="primary", elem_id="generate")
-                    stop = gr.Button("Cancel", variant="stop", elem_id="cancel")
+                    stop = gr.Button("Cancel", variant="secondary", elem_id="cancel")
                 with gr.Accordion("Settings: load, save, share", open=False):
-                    settings_file = gr.File(label="Drop a Backdrop result to load its settings", elem_id="settings_file",
+                    settings_file = gr.File(label=LABELS["settings"], elem_id="settings_file",
                                             file_types=["image", ".json"])
                     load = gr.Button("Load settings", elem_id="load_settings")
                     with gr.Row():
-                        preset_name = gr.Textbox(label="Save the current settings as a preset named",
+                        preset_name = gr.Textbox(label=LABELS["preset_name"],
                                                  elem_id="preset_name")
                         save = gr.Button("Save preset", elem_id="save_preset", scale=0)
                     with gr.Row():
@@ -403,8 +480,9 @@ def build_demo(model_set: str | None = None, output_dir: Path | str | None = Non
             with gr.Column(scale=1):
                 with gr.Tabs():
                     with gr.Tab("Results"):
+                        # "contain": a 3:2 or tall result is shown whole, not cropped to a square thumbnail.
                         gallery = gr.Gallery(label="Results", columns=2, elem_id="gallery", format="png",
-                                             buttons=["download", "fullscreen"])
+                                             buttons=["download", "fullscreen"], object_fit="contain", height="auto")
                         slider = gr.ImageSlider(label="Before / after", type="pil", elem_id="slider")
                         with gr.Accordion("Intermediates", open=False):
                             intermediates = gr.Gallery(label="Subject mask, inpaint mask, canny map", columns=3,
@@ -413,9 +491,11 @@ def build_demo(model_set: str | None = None, output_dir: Path | str | None = Non
                     with gr.Tab("Compare", elem_id="compare_tab"):
                         compare_inputs = _compare_panel(SWEEP_AXES)
                         compare_run = gr.Button("Compare", variant="primary", elem_id="compare_run")
-                        grid = gr.Image(label="Grid", type="filepath", elem_id="compare_grid", interactive=False)
+                        # No label badge on the grid: it would cover the axis names drawn in its corner.
+                        grid = gr.Image(label="Grid", show_label=False, type="filepath", elem_id="compare_grid",
+                                        interactive=False)
                         cells = gr.Gallery(label="Every cell", columns=3, elem_id="compare_cells", format="png",
-                                           buttons=["download", "fullscreen"])
+                                           buttons=["download", "fullscreen"], object_fit="contain", height="auto")
                         compare_summary = gr.Markdown(elem_id="compare_summary")
 
         gr.Examples([[str(ASSETS / product), str(ASSETS / scene), text] for product, scene, text in EXAMPLES],
@@ -430,16 +510,27 @@ def build_demo(model_set: str | None = None, output_dir: Path | str | None = Non
             api_function(studio.compare, REQUEST_INPUTS + COMPARE_INPUTS),
             request_components + [compare_inputs[name] for name in COMPARE_INPUTS],
             [grid, cells, compare_summary], api_name="compare", concurrency_limit=1, concurrency_id="gpu")
-        stop.click(cancel, None, None, cancels=[event, compare_event], api_name="cancel", queue=False)
+        # Events that say something (gr.Info, gr.Warning) are queued: Gradio delivers those toasts only from
+        # queued events; from the others they go to the server's log. None of them waits behind the GPU.
+        toasts = {"queue": True, "concurrency_limit": None}
+        stop.click(cancel, None, None, cancels=[event, compare_event], api_name="cancel", **toasts)
+        inputs["backend"].change(lambda backend: gr.update(visible=backend == BACKENDS[1]), inputs["backend"],
+                                 inputs["api_key"], api_visibility="private", queue=False, show_progress="hidden")
+        compare_inputs["mode"].change(_compare_mode_fields, compare_inputs["mode"],
+                                      [compare_inputs[name] for names in COMPARE_MODE_FIELDS.values() for name in names],
+                                      api_visibility="private", queue=False, show_progress="hidden")
+        for name in ("image", "ref_image", "mask"):
+            inputs[name].upload(functools.partial(check_upload, name), inputs[name], inputs[name],
+                                api_visibility="private", show_progress="hidden", **toasts)
         inputs["random_seed"].click(lambda: -1, None, inputs["seed"], api_name="random_seed", queue=False)
         inputs["scheduler"].change(_scheduler_note, inputs["scheduler"], inputs["scheduler_note"],
                                    api_name="scheduler_note", queue=False)
         inputs["preset"].change(apply_preset, [inputs["preset"], inputs["ref_image"]],
                                 setting_components + [inputs["ref_image"], inputs["preset_note"]],
                                 api_name="apply_preset", queue=False)
-        load.click(load_settings, settings_file, setting_components, api_name="load_settings", queue=False)
+        load.click(load_settings, settings_file, setting_components, api_name="load_settings", **toasts)
         save.click(save_preset, [preset_name] + setting_components, inputs["preset"], api_name="save_preset",
-                   queue=False)
+                   **toasts)
         gr.on([inputs["image"].change, inputs["mask_model"].change], find_product_early,
               [inputs["image"], inputs["mask"], inputs["mask_model"]], None, api_visibility="private",
               show_progress="hidden", trigger_mode="always_last", concurrency_limit=1, concurrency_id="mask")
@@ -476,90 +567,107 @@ class FieldSlider(gr.Slider):
         return payload
 
 
-def _slider(name: str, label: str) -> gr.Slider:
+class FieldNumber(gr.Number):
+    """``gr.Number`` that, like ``FieldSlider``, leaves range checks to the request type, and whose box never
+    starts empty: an empty number box inside an accordion shows ``0`` in the browser once the accordion is
+    opened, and then sends 0 (Gradio 6.31). So "the model's own size" is 0 on the screen, and the box's
+    range is said in the message that names it, not by the browser's red outline."""
+
+    @classmethod
+    def get_block_name(cls) -> str:
+        return "number"
+
+    def preprocess(self, payload: Any) -> Any:
+        return payload
+
+
+def _slider(name: str) -> gr.Slider:
     spec = FIELDS[name]
     step = 1 if spec.kind == "int" else 0.05
-    return FieldSlider(spec.minimum, spec.maximum, value=spec.default, step=step, label=label, info=spec.help,
+    return FieldSlider(spec.minimum, spec.maximum, value=spec.default, step=step, label=LABELS[name], info=spec.help,
                        elem_id=name)
 
 
-def _choice(name: str, label: str) -> gr.Dropdown:
+def _choice(name: str, **layout: Any) -> gr.Dropdown:
     spec = FIELDS[name]
-    return gr.Dropdown(list(spec.choices), value=spec.default, label=label, info=spec.help, elem_id=name)
+    return gr.Dropdown(list(spec.choices), value=spec.default, label=LABELS[name], info=spec.help, elem_id=name,
+                       **layout)
 
 
 def _input_panel(inputs: dict[str, Any], presets: dict[str, Any]) -> None:
     """The left column: images, prompt, preset and backend, then every setting. Fills ``inputs`` by name."""
     with gr.Row():
-        inputs["image"] = ImageUpload(label="Product photo", type="filepath", image_mode=None, elem_id="image",
+        inputs["image"] = ImageUpload(label=LABELS["image"], type="filepath", image_mode=None, elem_id="image",
                                       sources=["upload", "clipboard"])
-        inputs["ref_image"] = ImageUpload(label="Reference setting", type="filepath", image_mode=None,
+        inputs["ref_image"] = ImageUpload(label=LABELS["ref_image"], type="filepath", image_mode=None,
                                           elem_id="ref_image", sources=["upload", "clipboard"])
-    inputs["prompt"] = gr.Textbox(label="Prompt", placeholder="perfume bottle on a mossy rock in a jungle", lines=2,
+    inputs["prompt"] = gr.Textbox(label=LABELS["prompt"], placeholder="perfume bottle on a mossy rock in a jungle", lines=2,
                                   elem_id="prompt")
-    inputs["negative_prompt"] = gr.Textbox(label="Negative prompt", placeholder="blur, painting, low quality",
+    inputs["negative_prompt"] = gr.Textbox(label=LABELS["negative_prompt"], placeholder="blur, painting, low quality",
                                            elem_id="negative_prompt")
     with gr.Row():
         inputs["preset"] = gr.Dropdown([(preset.name, slug) for slug, preset in presets.items()],
-                                       value="default" if "default" in presets else None, label="Preset",
+                                       value="default" if "default" in presets else None, label=LABELS["preset"],
                                        elem_id="preset")
-        inputs["backend"] = gr.Radio(list(BACKENDS), value=BACKENDS[0], label="Backend", elem_id="backend")
-        inputs["api_key"] = gr.Textbox(label="Hosted API key", type="password", elem_id="api_key",
-                                       placeholder="or set SEGMIND_API_KEY")
+        inputs["backend"] = gr.Radio(list(BACKENDS), value=BACKENDS[0], label=LABELS["backend"], elem_id="backend")
+        # Shown only with the Hosted API chosen (see build_demo): a key field beside Local GPU asks for nothing.
+        inputs["api_key"] = gr.Textbox(label=LABELS["api_key"], type="password", elem_id="api_key",
+                                       placeholder="or set SEGMIND_API_KEY", visible=False)
     inputs["preset_note"] = gr.Markdown(presets["default"].description if "default" in presets else "")
     with gr.Accordion("Product mask (optional)", open=False):
-        inputs["mask"] = ImageUpload(label="Your own mask: white = product", type="filepath", image_mode=None,
+        inputs["mask"] = ImageUpload(label=LABELS["mask"], type="filepath", image_mode=None,
                                      elem_id="mask")
     with gr.Accordion("Advanced settings", open=False):
         with gr.Row():
-            inputs["samples"] = _slider("samples", "Images")
-            inputs["scheduler"] = _choice("scheduler", "Scheduler")
+            inputs["samples"] = _slider("samples")
+            inputs["scheduler"] = _choice("scheduler")
         inputs["scheduler_note"] = gr.Markdown(_scheduler_note(FIELDS["scheduler"].default))
         with gr.Row():
-            inputs["num_inference_steps"] = _slider("num_inference_steps", "Steps")
-            inputs["guidance_scale"] = _slider("guidance_scale", "Guidance scale")
+            inputs["num_inference_steps"] = _slider("num_inference_steps")
+            inputs["guidance_scale"] = _slider("guidance_scale")
         with gr.Row():
-            inputs["seed"] = gr.Number(value=-1, precision=0, label="Seed (-1 = random)", elem_id="seed",
-                                       minimum=FIELDS["seed"].minimum, maximum=FIELDS["seed"].maximum)
+            inputs["seed"] = FieldNumber(value=FIELDS["seed"].default, precision=0, label=LABELS["seed"],
+                                         elem_id="seed", info=FIELDS["seed"].help)
             inputs["random_seed"] = gr.Button("Random seed", elem_id="random_seed", scale=0)
         with gr.Row():
-            inputs["strength"] = _slider("strength", "Strength")
-            inputs["cn_weight"] = _slider("cn_weight", "ControlNet weight")
-            inputs["ip_adapter_weight"] = _slider("ip_adapter_weight", "Reference weight")
+            inputs["strength"] = _slider("strength")
+            inputs["cn_weight"] = _slider("cn_weight")
+            inputs["ip_adapter_weight"] = _slider("ip_adapter_weight")
         with gr.Row():
-            inputs["mask_model"] = _choice("mask_model", "Mask model")
-            inputs["mask_grow"] = _slider("mask_grow", "Grow mask (px)")
-            inputs["mask_feather"] = _slider("mask_feather", "Feather (px)")
+            inputs["mask_model"] = _choice("mask_model", scale=2, min_width=240)  # room for the longest name
+            inputs["mask_grow"] = _slider("mask_grow")
+            inputs["mask_feather"] = _slider("mask_feather")
         with gr.Row():
-            inputs["canny_low"] = _slider("canny_low", "Canny low")
-            inputs["canny_high"] = _slider("canny_high", "Canny high")
+            inputs["canny_low"] = _slider("canny_low")
+            inputs["canny_high"] = _slider("canny_high")
         with gr.Row():
-            inputs["resolution"] = gr.Number(value=None, precision=0, label="Generation size (empty = model's own)",
-                                             elem_id="resolution", minimum=FIELDS["resolution"].minimum,
-                                             maximum=FIELDS["resolution"].maximum)
-            inputs["output_size"] = gr.Radio(list(FIELDS["output_size"].choices), value="input", label="Return at",
-                                             elem_id="output_size")
-            inputs["output_format"] = gr.Radio(list(FIELDS["output_format"].choices), value="jpeg", label="Format",
+            inputs["resolution"] = FieldNumber(value=0, precision=0, label=LABELS["resolution"], elem_id="resolution",
+                                               info=f"{FIELDS['resolution'].minimum}..{FIELDS['resolution'].maximum}:"
+                                                    " generate at about this² pixels")
+            inputs["output_size"] = gr.Radio(list(FIELDS["output_size"].choices), value=FIELDS["output_size"].default,
+                                             label=LABELS["output_size"], elem_id="output_size")
+            inputs["output_format"] = gr.Radio(list(FIELDS["output_format"].choices),
+                                               value=FIELDS["output_format"].default, label=LABELS["output_format"],
                                                elem_id="output_format")
 
 
 def _compare_panel(axes: tuple[str, ...]) -> dict[str, Any]:
     """The Compare tab's own inputs; the images, prompt and settings come from the left column."""
     panel: dict[str, Any] = {}
-    panel["mode"] = gr.Radio(list(COMPARE_MODES), value="Grid", label="Compare", elem_id="compare_mode")
+    panel["mode"] = gr.Radio(list(COMPARE_MODES), value="Grid", label=LABELS["mode"], elem_id="compare_mode")
     gr.Markdown("Every cell uses the same images and seed (a random seed is drawn once) and makes one image. "
                 "Grid values: commas between numbers or names, `|` between prompts.")
     with gr.Row():
-        panel["x_axis"] = gr.Dropdown(list(axes), value="cn_weight", label="X axis", elem_id="x_axis")
+        panel["x_axis"] = gr.Dropdown(list(axes), value="cn_weight", label=LABELS["x_axis"], elem_id="x_axis")
         panel["x_values"] = gr.Textbox(value="0.5, 0.7, 0.9", label="X values", elem_id="x_values")
     with gr.Row():
-        panel["y_axis"] = gr.Dropdown(["none", *axes], value="ip_adapter_weight", label="Y axis", elem_id="y_axis")
+        panel["y_axis"] = gr.Dropdown(["none", *axes], value="ip_adapter_weight", label=LABELS["y_axis"], elem_id="y_axis")
         panel["y_values"] = gr.Textbox(value="0.3, 0.6", label="Y values", elem_id="y_values")
-    with gr.Row():
-        panel["settings_a"] = gr.Textbox(value='{"cn_weight": 0.9}', label="A/B: settings A (JSON changes)",
-                                         elem_id="settings_a")
-        panel["settings_b"] = gr.Textbox(value='{"cn_weight": 0.6}', label="A/B: settings B (JSON changes)",
-                                         elem_id="settings_b")
+    with gr.Row():  # shown in A/B mode only (build_demo)
+        panel["settings_a"] = gr.Textbox(value='{"cn_weight": 0.9}', label=LABELS["settings_a"],
+                                         elem_id="settings_a", visible=False)
+        panel["settings_b"] = gr.Textbox(value='{"cn_weight": 0.6}', label=LABELS["settings_b"],
+                                         elem_id="settings_b", visible=False)
     return panel
 
 

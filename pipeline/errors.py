@@ -16,6 +16,7 @@ class BackdropError(Exception):
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         self.field = field
+        self.detail = message  # without the field's name: an adapter may name the field its own way
         super().__init__(f"{field}: {message}" if field else message)
 
     @property
