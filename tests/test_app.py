@@ -282,3 +282,15 @@ def test_browser_compare_tab_runs_a_2x2_sweep(browser, studio):
     expect(page.locator("#compare_grid img").first).to_be_visible(timeout=30_000)
     expect(page.locator("#compare_summary")).to_contain_text("4 cells")
     page.screenshot(path=str(ARTIFACTS / "studio-compare.png"), full_page=True)
+
+
+def test_a_preset_keeps_the_machines_mask_model_and_sets_its_own_fields():
+    """The mask model is this machine's choice (it may have only one): choosing a preset leaves it alone."""
+    import gradio as gr
+
+    import app
+
+    values = dict(zip(app.SETTING_INPUTS, app.apply_preset("jewelry", None)))
+    assert values["mask_model"] == gr.skip()
+    assert values["cn_weight"] == 1 and values["scheduler"] == "DPM++ 2M Karras"
+    assert values["resolution"] == 0  # the box's "model's own"
