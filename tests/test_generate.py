@@ -107,3 +107,20 @@ def test_progress_reports_each_step_and_cancel_stops(tiny_models, make_request):
     assert len(denoise) == 20 and denoise[-1].fraction == 1.0
     with pytest.raises(GenerationCancelled):
         generate(make_request(), models=tiny_models, should_cancel=lambda: True)
+
+
+@pytest.mark.parametrize("scheduler, steps, strength", [("DPM2 Karras", 25, 1.0), ("Heun", 20, 1.0),
+                                                        ("DPM2 a Karras", 20, 0.5)])
+def test_second_order_progress_counts_steps_not_unet_calls(tiny_models, make_request, scheduler, steps, strength):
+    """Second-order samplers call the UNet about twice per step: the count must still end at its total."""
+    seen = []
+    generate(make_request(scheduler=scheduler, num_inference_steps=steps, strength=strength, resolution=64),
+             models=tiny_models, on_progress=lambda p: seen.append(p) if p.message.startswith("Step") else None)
+    total = int(steps * strength)
+    counts = [tuple(map(int, p.message.removeprefix("Step ").split("/"))) for p in seen]
+    assert len(counts) > total  # more UNet calls than steps: the case that used to read "Step 49/25"
+    assert {shown_total for _, shown_total in counts} == {total}
+    assert all(1 <= done <= total for done, _ in counts)
+    assert [done for done, _ in counts] == sorted(done for done, _ in counts)
+    assert counts[-1] == (total, total) and seen[-1].fraction == 1.0
+    assert all(p.fraction <= 1.0 for p in seen)
