@@ -11,6 +11,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 from PIL import Image
@@ -216,8 +217,14 @@ class BgReplaceRequest:
     resolution: int | None = None
     output_size: str = "input"
     output_format: str = "jpeg"
+    # The file name each image came from (``{"image": "bottle.jpg", ...}``), where it came from a file: saved
+    # sidecars record it, so a result can be traced back to its photo. Not a request field: never sent.
+    sources: dict[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        names = {name: getattr(self, name).name for name in IMAGE_FIELDS if isinstance(getattr(self, name), Path)}
+        kept = {name: source for name, source in self.sources.items() if getattr(self, name) is not None}
+        object.__setattr__(self, "sources", kept | names)  # a copy (replace()) keeps its original's names
         for spec in FIELDS.values():
             object.__setattr__(self, spec.name, spec.coerce(getattr(self, spec.name)))
         if self.canny_low > self.canny_high:
