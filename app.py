@@ -23,6 +23,7 @@ import gradio as gr  # noqa: E402
 
 from pipeline import FIELDS, BackdropError, BgReplaceRequest, GenerationCancelled, Progress, default_model_set  # noqa: E402
 from pipeline.queue import gpu_queue  # noqa: E402
+from pipeline.request import check_environment  # noqa: E402
 from pipeline.rest import curl_example, mount_rest  # noqa: E402
 from pipeline.schedulers import SECOND_ORDER  # noqa: E402
 
@@ -64,7 +65,7 @@ def api_function(handler: Callable[..., Any], names: tuple[str, ...]) -> Callabl
         return handler(values, request=args[len(names)], progress=args[len(names) + 1])
 
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    params = [inspect.Parameter(name, kind, default=FIELDS[name].default if name in FIELDS else None)
+    params = [inspect.Parameter(name, kind, default=FIELDS[name].current_default() if name in FIELDS else None)
               for name in names]
     params += [inspect.Parameter("request", kind, default=None, annotation=gr.Request),
                inspect.Parameter("progress", kind, default=gr.Progress())]
@@ -485,7 +486,7 @@ def _slider(name: str, label: str) -> gr.Slider:
 
 def _choice(name: str, label: str) -> gr.Dropdown:
     spec = FIELDS[name]
-    return gr.Dropdown(list(spec.choices), value=spec.default, label=label, info=spec.help, elem_id=name)
+    return gr.Dropdown(list(spec.choices), value=spec.current_default(), label=label, info=spec.help, elem_id=name)
 
 
 def _input_panel(inputs: dict[str, Any], presets: dict[str, Any]) -> None:
@@ -587,6 +588,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output-dir", default=os.environ.get("BACKDROP_OUTPUT_DIR", "outputs"))
     parser.add_argument("--share", action="store_true", help="Also serve on a public gradio.live link.")
     args = parser.parse_args(argv)
+    try:
+        check_environment()  # e.g. an unknown BACKDROP_MASK_MODEL stops start-up here, named
+    except BackdropError as error:
+        parser.exit(2, f"backdrop: error: {error}\n")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests, not ours
     os.environ["BACKDROP_PORT"] = str(args.port)  # for the studio's "Copy as API request"
