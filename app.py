@@ -24,6 +24,7 @@ import gradio as gr  # noqa: E402
 
 from pipeline import FIELDS, BackdropError, BgReplaceRequest, GenerationCancelled, Progress, default_model_set  # noqa: E402
 from pipeline.queue import gpu_queue  # noqa: E402
+from pipeline.request import check_environment  # noqa: E402
 from pipeline.rest import curl_example, mount_rest  # noqa: E402
 from pipeline.schedulers import SECOND_ORDER  # noqa: E402
 
@@ -85,7 +86,7 @@ def api_function(handler: Callable[..., Any], names: tuple[str, ...]) -> Callabl
         return handler(values, request=args[len(names)], progress=args[len(names) + 1])
 
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    params = [inspect.Parameter(name, kind, default=FIELDS[name].default if name in FIELDS else None)
+    params = [inspect.Parameter(name, kind, default=FIELDS[name].current_default() if name in FIELDS else None)
               for name in names]
     params += [inspect.Parameter("request", kind, default=None, annotation=gr.Request),
                inspect.Parameter("progress", kind, default=gr.Progress())]
@@ -374,7 +375,7 @@ def load_settings(file: str | None) -> list[Any]:
     if not file:
         raise BackdropError("drop a result image (or its .json sidecar) first", field="settings")
     settings = settings_from_metadata(read_metadata(Path(file)))
-    values = {name: settings.get(name, FIELDS[name].default) for name in SETTING_INPUTS}
+    values = {name: settings.get(name, FIELDS[name].current_default()) for name in SETTING_INPUTS}
     gr.Info(loaded_summary(Path(file).name, values), title="Settings loaded")
     return [_on_screen_value(name, value) for name, value in values.items()]
 
@@ -382,7 +383,7 @@ def load_settings(file: str | None) -> list[Any]:
 def loaded_summary(source: str, values: dict[str, Any]) -> str:
     """What Load settings restored, in a line: the seed, the prompt and every setting off its default."""
     changed = [f"{LABELS[name].split(' (')[0]} {value}" for name, value in values.items()
-               if name not in ("prompt", "negative_prompt", "seed") and value != FIELDS[name].default]
+               if name not in ("prompt", "negative_prompt", "seed") and value != FIELDS[name].current_default()]
     prompt = values.get("prompt") or ""
     return (f"From {source}: seed {values.get('seed')}, prompt \"{prompt[:60]}{'…' if len(prompt) > 60 else ''}\"; "
             + (f"changed from the defaults: {', '.join(changed)}." if changed else "every other setting at its default."))
@@ -590,8 +591,8 @@ def _slider(name: str) -> gr.Slider:
 
 def _choice(name: str, **layout: Any) -> gr.Dropdown:
     spec = FIELDS[name]
-    return gr.Dropdown(list(spec.choices), value=spec.default, label=LABELS[name], info=spec.help, elem_id=name,
-                       **layout)
+    return gr.Dropdown(list(spec.choices), value=spec.current_default(), label=LABELS[name], info=spec.help,
+                       elem_id=name, **layout)
 
 
 def _input_panel(inputs: dict[str, Any], presets: dict[str, Any]) -> None:
@@ -695,6 +696,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output-dir", default=os.environ.get("BACKDROP_OUTPUT_DIR", "outputs"))
     parser.add_argument("--share", action="store_true", help="Also serve on a public gradio.live link.")
     args = parser.parse_args(argv)
+    try:
+        check_environment()  # e.g. an unknown BACKDROP_MASK_MODEL stops start-up here, named
+    except BackdropError as error:
+        parser.exit(2, f"backdrop: error: {error}\n")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests, not ours
     os.environ["BACKDROP_PORT"] = str(args.port)  # for the studio's "Copy as API request"

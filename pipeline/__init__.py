@@ -3,7 +3,7 @@
     from pathlib import Path
     from pipeline import BgReplaceRequest, generate
 
-    request = BgReplaceRequest(image=Path("bottle.jpg"), ref_image=Path("jungle.jpg"),
+    request = BgReplaceRequest(image=Path("assets/product-perfume.jpg"), ref_image=Path("assets/scene-jungle.jpg"),
                                prompt="perfume bottle on a mossy rock in a jungle")
     result = generate(request)            # local; model set from BACKDROP_MODEL_SET, default "sdxl"
     result = generate(request, backend="hosted")   # the hosted API, key from SEGMIND_API_KEY

@@ -112,7 +112,7 @@ def run_batch(args: argparse.Namespace) -> int:
         print("backdrop: --jobs applies to hosted calls; local images run one at a time on the GPU", file=sys.stderr)
     look_ahead = None
     if todo and not base.get("mask") and _generation_leaves_the_cpu_free(args):  # see _run_in_turn
-        mask_model = base.get("mask_model", FIELDS["mask_model"].default)
+        mask_model = base.get("mask_model") or FIELDS["mask_model"].current_default()
         look_ahead = lambda path: find_product_ahead(path, mask_model)  # noqa: E731
     try:
         _run_all(todo, work, jobs, lambda row: (manifest.record(row), bar.advance(row)), look_ahead)

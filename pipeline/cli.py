@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 from .errors import BackdropError
 from .models import DTYPES, MEMORY_MODES, MODEL_SETS
-from .request import FIELDS, IMAGE_FIELDS, BgReplaceRequest
+from .request import FIELDS, IMAGE_FIELDS, BgReplaceRequest, check_environment
 from .result import Progress
 
 # Image fields are file paths on the command line; "base64" only shapes hosted/REST replies.
@@ -45,7 +45,9 @@ def add_request_flags(parser: argparse.ArgumentParser, *, ref_required: bool) ->
         if name in _CLI_SKIPS:
             continue
         flags = [f"--{name.replace('_', '-')}"] + (["--format"] if name == "output_format" else [])
-        default = "" if spec.default is None else f" Default: {spec.default}."
+        default = "" if spec.default is None else f" Default: {spec.current_default()}."
+        if spec.env:
+            default += f" ({spec.env} sets the default.)"
         parser.add_argument(*flags, dest=name, required=spec.required and ref_required, metavar=_metavar(spec.kind),
                             help=f"{spec.help} Allowed: {spec.allowed()}.{default}")
     parser.add_argument("--backend", choices=("local", "hosted"), default="local",
@@ -92,6 +94,11 @@ def _metavar(kind: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        check_environment()  # before the flags' help, which shows the defaults the environment sets
+    except BackdropError as error:
+        print(f"backdrop: error: {error}", file=sys.stderr)
+        return error.exit_code
     if argv[:1] == ["batch"]:
         from .batch import build_batch_parser, run_batch
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -78,7 +79,7 @@ def _denoise(
     def on_step_end(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
         if should_cancel is not None and should_cancel():
             raise GenerationCancelled("generation was cancelled")
-        current = done_steps + step + 1
+        current = done_steps + denoising_steps_done(step + 1, pipeline.num_timesteps, steps)
         report(Progress("denoise", min(1.0, current / total_steps), f"Step {current}/{total_steps}"))
         return tensors
 
@@ -99,6 +100,16 @@ def _denoise(
                 "try fewer samples, a smaller resolution, or BACKDROP_MEMORY_MODE=model (or sequential)"
             ) from None
     return images
+
+
+def denoising_steps_done(calls: int, total_calls: int, steps: int) -> int:
+    """How many of ``steps`` denoising steps ``calls`` of ``total_calls`` UNet calls have finished.
+
+    diffusers calls the step-end callback once per UNet call, and second-order samplers (the default
+    DPM2 Karras, Heun) make about two calls per step (2 x steps - 1 in all), so counting calls would read
+    "Step 49/25". Rounding up shows step 1 from the first call and reaches ``steps`` only at the last one.
+    """
+    return min(steps, math.ceil(calls * steps / max(1, total_calls)))
 
 
 def _run_pipe(pipe: Any, request: BgReplaceRequest, prepared: PreparedInputs, seeds: list[int],

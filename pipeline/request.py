@@ -9,8 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 from PIL import Image
@@ -42,6 +44,17 @@ class FieldSpec:
     optional: bool = False  # None is an allowed value
     hosted: bool = True  # part of the hosted API's contract (SPEC §1), not a Backdrop option
     help: str = ""
+    env: str | None = None  # an environment variable that sets this field's default for the whole machine
+
+    def current_default(self) -> Any:
+        """The default now: ``env``'s value where it is set (checked like the field), else ``default``."""
+        raw = os.environ.get(self.env, "").strip() if self.env else ""
+        if not raw:
+            return self.default
+        try:
+            return self.coerce(raw)
+        except BackdropError:
+            raise BackdropError(f"{raw!r} is not allowed; expected {self.allowed()}", field=self.env) from None
 
     def allowed(self) -> str:
         """What is allowed, in words, for error messages and help text."""
@@ -63,7 +76,7 @@ class FieldSpec:
         if value is None or blank:
             if self.required:
                 raise BackdropError(f"is required; expected {self.allowed()}", field=self.name)
-            return self.default  # null means "the default", as in a JSON body that spells out every key
+            return self.current_default()  # null means "the default", as in a body that spells out every key
         return getattr(self, f"_coerce_{self.kind}")(value)
 
     def _fail(self, value: Any, why: str = "") -> BackdropError:
@@ -168,7 +181,7 @@ FIELDS: dict[str, FieldSpec] = {
         _spec("base64", "bool", default=False, help="Hosted/REST only: answer with base64 JSON."),
         # --- Backdrop's own options ---
         _spec("mask_model", "choice", default=DEFAULT_MASK_MODEL, choices=MASK_MODELS, hosted=False,
-              help="Background-removal model that finds the product."),
+              env="BACKDROP_MASK_MODEL", help="Background-removal model that finds the product."),
         _spec("mask", "image", optional=True, hosted=False,
               help="Your own product mask (white = product); overrides the mask model."),
         _spec("mask_grow", "int", default=0, minimum=-64, maximum=64, hosted=False,
@@ -185,6 +198,14 @@ FIELDS: dict[str, FieldSpec] = {
               help="File format for saved and returned images."),
     )
 }
+
+def check_environment() -> None:
+    """Check every default set by environment (BACKDROP_MASK_MODEL) at start-up: a mistake there stops the
+    studio, the CLI and the REST endpoint at once, with a message naming the variable, instead of failing
+    every request later."""
+    for spec in FIELDS.values():
+        spec.current_default()
+
 
 IMAGE_FIELDS = tuple(name for name, spec in FIELDS.items() if spec.kind == "image")
 HOSTED_FIELDS = tuple(name for name, spec in FIELDS.items() if spec.hosted)
@@ -207,7 +228,7 @@ class BgReplaceRequest:
     cn_weight: float = 0.9
     ip_adapter_weight: float = 0.5
     base64: bool = False
-    mask_model: str = DEFAULT_MASK_MODEL
+    mask_model: str | None = None  # None: BACKDROP_MASK_MODEL, else birefnet-general-lite
     mask: Image.Image | None = None
     mask_grow: int = 0
     mask_feather: int = 0
@@ -216,8 +237,14 @@ class BgReplaceRequest:
     resolution: int | None = None
     output_size: str = "input"
     output_format: str = "jpeg"
+    # The file name each image came from (``{"image": "bottle.jpg", ...}``), where it came from a file: saved
+    # sidecars record it, so a result can be traced back to its photo. Not a request field: never sent.
+    sources: dict[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        names = {name: getattr(self, name).name for name in IMAGE_FIELDS if isinstance(getattr(self, name), Path)}
+        kept = {name: source for name, source in self.sources.items() if getattr(self, name) is not None}
+        object.__setattr__(self, "sources", kept | names)  # a copy (replace()) keeps its original's names
         for spec in FIELDS.values():
             object.__setattr__(self, spec.name, spec.coerce(getattr(self, spec.name)))
         if self.canny_low > self.canny_high:

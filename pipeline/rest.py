@@ -24,7 +24,7 @@ from .errors import BackdropError
 from .fetch import fetch_image_url
 from .images import encode_image
 from .queue import GenerationQueue, QueueFull
-from .request import FIELDS, HOSTED_FIELDS, IMAGE_FIELDS, BgReplaceRequest
+from .request import FIELDS, HOSTED_FIELDS, IMAGE_FIELDS, BgReplaceRequest, check_environment
 from .result import BgReplaceResult
 
 log = logging.getLogger("backdrop.rest")
@@ -103,6 +103,7 @@ def create_rest_app(*, model_set: str, queue: GenerationQueue) -> FastAPI:
 
 def mount_rest(server_app: Any, *, model_set: str, queue: GenerationQueue, host: str = "127.0.0.1") -> FastAPI:
     """Mount the REST app at ``/v1`` on a running studio's FastAPI app; warn if it is open without keys."""
+    check_environment()
     api = create_rest_app(model_set=model_set, queue=queue)
     server_app.mount("/v1", api)
     if host not in ("127.0.0.1", "localhost", "::1") and not api_keys():
@@ -229,7 +230,7 @@ def _request_body_schema() -> dict[str, Any]:
         if spec.choices:
             schema["enum"] = list(spec.choices)
         if not spec.required:
-            schema["default"] = spec.default
+            schema["default"] = spec.current_default()
         if spec.optional:
             schema["nullable"] = True
         properties[name] = schema

@@ -39,6 +39,8 @@ class BgReplaceResult:
             "info": self.info,
             "timings": {stage: round(seconds, 4) for stage, seconds in self.timings.items()},
         }
+        if self.request.sources:
+            data["sources"] = dict(self.request.sources)
         if index is not None:
             data |= {"index": index, "seed": self.seeds[index]}
         return data

@@ -93,3 +93,18 @@ def test_cli_missing_argument_is_one_line(tmp_path):
     result = cli("--prompt", "x", "--out", str(tmp_path))
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "required" in result.stderr and "--image" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["single", "batch"])
+def test_cli_mask_model_that_cannot_load_exits_1(photo_files, tmp_path, monkeypatch, command):
+    """A model that cannot load exits 1, as the README promises (2 is for the user's own mistakes)."""
+    home = tmp_path / "u2net"
+    home.mkdir()
+    (home / "silueta.onnx").write_bytes(b"")  # an interrupted download: there, but not a model
+    monkeypatch.setenv("U2NET_HOME", str(home))
+    photo, reference = photo_files
+    where = ["batch", str(photo.parent)] if command == "batch" else ["--image", str(photo)]
+    result = cli(*where, "--ref", str(reference), "--prompt", "x", "--model-set", "tiny", "--mask-model", "silueta",
+                 "--num-inference-steps", "20", "--resolution", "64", "--out", str(tmp_path / "out"))
+    assert result.returncode == 1, result.stderr
+    assert "mask model 'silueta' could not be loaded" in result.stderr

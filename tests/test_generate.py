@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -107,3 +109,40 @@ def test_progress_reports_each_step_and_cancel_stops(tiny_models, make_request):
     assert len(denoise) == 20 and denoise[-1].fraction == 1.0
     with pytest.raises(GenerationCancelled):
         generate(make_request(), models=tiny_models, should_cancel=lambda: True)
+
+
+@pytest.mark.parametrize("scheduler, steps, strength", [("DPM2 Karras", 25, 1.0), ("Heun", 20, 1.0),
+                                                        ("DPM2 a Karras", 20, 0.5)])
+def test_second_order_progress_counts_steps_not_unet_calls(tiny_models, make_request, scheduler, steps, strength):
+    """Second-order samplers call the UNet about twice per step: the count must still end at its total."""
+    seen = []
+    generate(make_request(scheduler=scheduler, num_inference_steps=steps, strength=strength, resolution=64),
+             models=tiny_models, on_progress=lambda p: seen.append(p) if p.message.startswith("Step") else None)
+    total = int(steps * strength)
+    counts = [tuple(map(int, p.message.removeprefix("Step ").split("/"))) for p in seen]
+    assert len(counts) > total  # more UNet calls than steps: the case that used to read "Step 49/25"
+    assert {shown_total for _, shown_total in counts} == {total}
+    assert all(1 <= done <= total for done, _ in counts)
+    assert [done for done, _ in counts] == sorted(done for done, _ in counts)
+    assert counts[-1] == (total, total) and seen[-1].fraction == 1.0
+    assert all(p.fraction <= 1.0 for p in seen)
+
+
+def test_sidecars_record_the_source_file_names(tiny_models, make_request, bottle, tmp_path):
+    from pipeline.outputs import save_result
+    from pipeline.request import BgReplaceRequest
+
+    bottle[0].save(tmp_path / "my-perfume.jpg")
+    bottle[1].save(tmp_path / "my-mask.png")
+    make_request().ref_image.save(tmp_path / "jungle.png")
+    request = make_request(image=tmp_path / "my-perfume.jpg", ref_image=tmp_path / "jungle.png",
+                           mask=tmp_path / "my-mask.png")
+    names = {"image": "my-perfume.jpg", "ref_image": "jungle.png", "mask": "my-mask.png"}
+    assert request.sources == names and request.replace(seed=5).sources == names
+    assert request.replace(mask=None).sources == {"image": "my-perfume.jpg", "ref_image": "jungle.png"}
+    (path,) = save_result(generate(request, models=tiny_models), tmp_path / "out", stem="my-perfume")
+    assert json.loads(path.with_suffix(".json").read_text())["sources"] == names
+    assert "sources" not in BgReplaceRequest.from_dict(request.settings() | {"image": bottle[0],
+                                                                            "ref_image": bottle[0]}).settings()
+    unnamed = generate(make_request(), models=tiny_models)  # images given as pictures, not files
+    assert "sources" not in unnamed.metadata(0)
