@@ -113,7 +113,7 @@ def _user_errors(action: str, outputs: int = 1) -> Callable[[Callable[..., Any]]
                 return handler(*args, **kwargs)
             except GenerationCancelled:
                 # Not a failure: the panels keep what they showed, and no red "Error" badge appears.
-                gr.Warning("Cancelled: nothing was made after the step that was running.", title="Cancelled")
+                gr.Warning("Cancelled: nothing was made after the step that was running.")
                 return tuple(gr.skip() for _ in range(outputs)) if outputs > 1 else gr.skip()
             except BackdropError as error:
                 raise gr.Error(on_screen(error), title=f"Cannot {action}") from None
@@ -352,7 +352,7 @@ def check_upload(field: str, path: str | None) -> Any:
     try:
         load_image(Path(path), field=field)
     except BackdropError as error:
-        gr.Warning(on_screen(error), title="Not a usable image")
+        gr.Warning(on_screen(error))
         return None
     return gr.skip()
 
@@ -364,7 +364,7 @@ def _scheduler_note(name: str) -> str:
 def cancel(request: gr.Request = None) -> None:
     with _cancel_lock:
         _cancelled_sessions.add(_session(request))
-    gr.Info("The run stops after the step it is on; nothing of it is saved.", title="Cancelled")
+    gr.Info("Cancelled: the run stops after the step it is on, and nothing of it is saved.")
 
 
 @_user_errors("load the settings")
@@ -376,7 +376,7 @@ def load_settings(file: str | None) -> list[Any]:
         raise BackdropError("drop a result image (or its .json sidecar) first", field="settings")
     settings = settings_from_metadata(read_metadata(Path(file)))
     values = {name: settings.get(name, FIELDS[name].current_default()) for name in SETTING_INPUTS}
-    gr.Info(loaded_summary(Path(file).name, values), title="Settings loaded")
+    gr.Info(loaded_summary(Path(file).name, values))
     return [_on_screen_value(name, value) for name, value in values.items()]
 
 
@@ -385,7 +385,7 @@ def loaded_summary(source: str, values: dict[str, Any]) -> str:
     changed = [f"{LABELS[name].split(' (')[0]} {value}" for name, value in values.items()
                if name not in ("prompt", "negative_prompt", "seed") and value != FIELDS[name].current_default()]
     prompt = values.get("prompt") or ""
-    return (f"From {source}: seed {values.get('seed')}, prompt \"{prompt[:60]}{'…' if len(prompt) > 60 else ''}\"; "
+    return (f"Settings loaded from {source}: seed {values.get('seed')}, prompt \"{prompt[:60]}{'…' if len(prompt) > 60 else ''}\"; "
             + (f"changed from the defaults: {', '.join(changed)}." if changed else "every other setting at its default."))
 
 
