@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from pipeline import BackdropError, BgReplaceRequest
 from pipeline.masking import MASK_MODELS
@@ -86,3 +87,85 @@ def test_the_studio_mask_model_dropdown_starts_on_the_environments_choice(monkey
     assert component(demo, "mask_model").value == "u2netp"
     generate = next(fn for fn in demo.fns.values() if fn.api_name == "generate")
     assert generate.fn.__signature__.parameters["mask_model"].default == "u2netp"
+
+
+# --- no GPU, no surprise ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    """This machine as one without a CUDA or MPS GPU, whatever it really has; nothing may be downloaded."""
+    from pipeline import models
+
+    monkeypatch.setattr(models, "_best_device", lambda torch: "cpu")
+    monkeypatch.delenv("BACKDROP_DEVICE", raising=False)
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    monkeypatch.setattr(models, "_load", lambda *args: pytest.fail("models were loaded (or downloaded)"))
+    return models
+
+
+def test_without_a_gpu_generate_refuses_sdxl_before_any_download(no_gpu, monkeypatch, bottle, reference):
+    from pipeline import NoGpu, generate, masking
+
+    monkeypatch.setattr(masking, "subject_alpha", lambda *a, **k: pytest.fail("the mask model ran first"))
+    request = BgReplaceRequest(image=bottle[0], ref_image=reference, prompt="bottle", mask_model="u2netp")
+    with pytest.raises(NoGpu) as caught:
+        generate(request, model_set="sdxl")
+    message = str(caught.value)
+    assert message.startswith("no CUDA or Apple MPS GPU was found: the sdxl model set would download")
+    for way_on in ("a machine with a CUDA or Apple MPS GPU", "Hosted API", "--model-set tiny",
+                   "BACKDROP_MODEL_SET=tiny", "BACKDROP_DEVICE=cpu"):
+        assert way_on in message
+    assert caught.value.exit_code == 1 and caught.value.http_status == 503
+
+
+def test_without_a_gpu_the_cpu_can_still_be_chosen_by_name(no_gpu, monkeypatch):
+    loads = []
+    monkeypatch.setattr(no_gpu, "_load", lambda spec, runtime, say: loads.append(runtime.device) or "models")
+    monkeypatch.setattr(no_gpu, "_loaded", {})  # the session's loaded tiny models stay apart
+    assert no_gpu.load_models("sdxl", device="cpu") == "models"
+    monkeypatch.setattr(no_gpu, "_loaded", {})
+    monkeypatch.setenv("BACKDROP_DEVICE", "cpu")
+    assert no_gpu.load_models("sdxl") == "models" and loads == ["cpu", "cpu"]
+
+
+def test_the_warning_is_only_for_sdxl_without_a_gpu(no_gpu, monkeypatch):
+    assert no_gpu.no_gpu_warning("sdxl").startswith("No GPU found: the sdxl model set would download")
+    assert no_gpu.no_gpu_warning("tiny") is None
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")  # a ZeroGPU Space lends a GPU per generation
+    assert no_gpu.no_gpu_warning("sdxl") is None
+    monkeypatch.delenv("SPACES_ZERO_GPU")
+    monkeypatch.setenv("BACKDROP_DEVICE", "cpu")
+    assert no_gpu.no_gpu_warning("sdxl") is None
+    monkeypatch.delenv("BACKDROP_DEVICE")
+    monkeypatch.setattr(no_gpu, "_best_device", lambda torch: "cuda")
+    assert no_gpu.no_gpu_warning("sdxl") is None
+
+
+def test_the_studio_says_so_under_its_title_and_in_the_log(no_gpu, monkeypatch, caplog):
+    import app
+
+    note = component(app.build_demo(model_set="sdxl"), "no_gpu_note").value
+    assert note.startswith("**No GPU found") and "Hosted API" in note and "BACKDROP_DEVICE=cpu" in note
+    assert not any(getattr(block, "elem_id", None) == "no_gpu_note"
+                   for block in app.build_demo(model_set="tiny").blocks.values())
+
+    class Started:
+        def block_thread(self):
+            pass
+
+    monkeypatch.setattr(app, "launch_studio", lambda **kwargs: Started())
+    app.main(["--model-set", "sdxl"])
+    assert any(record.levelname == "WARNING" and record.message.startswith("No GPU found")
+               for record in caplog.records)
+
+
+def test_the_cli_refuses_sdxl_without_a_gpu_with_exit_1(no_gpu, monkeypatch, tmp_path, capsys):
+    from pipeline.cli import main
+
+    photo = tmp_path / "perfume.jpg"
+    Image.open(ROOT / "assets" / "product-perfume.jpg").save(photo)
+    code = main(["--image", str(photo), "--ref", str(photo), "--prompt", "x", "--model-set", "sdxl",
+                 "--out", str(tmp_path / "out")])
+    error = capsys.readouterr().err
+    assert code == 1 and error.startswith("backdrop: error: no CUDA or Apple MPS GPU was found")
+    assert not (tmp_path / "out").exists()
