@@ -273,17 +273,20 @@ def _load(spec: ModelSpec, runtime: Runtime, say: LoadProgress) -> LoadedModels:
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
     from .diffusion import BackdropInpaintPipeline
+    from .downloads import reporting_download
 
     quiet_libraries()
     dtype = getattr(torch, runtime.dtype)
     variant = spec.variant if runtime.dtype == "float16" and spec.variant else None
     say(f"Loading the ControlNet ({spec.controlnet})")
-    controlnet = _from_pretrained(ControlNetModel, spec.controlnet, "ControlNet", "controlnet", dtype, variant)
+    with reporting_download(spec.controlnet, say, variant=variant):
+        controlnet = _from_pretrained(ControlNetModel, spec.controlnet, "ControlNet", "controlnet", dtype, variant)
     say(f"Loading the IP-Adapter image encoder ({spec.image_encoder}/{spec.image_encoder_subfolder})")
-    image_encoder = _from_pretrained(
-        CLIPVisionModelWithProjection, spec.image_encoder, "image encoder", "image_encoder", dtype, None,
-        subfolder=spec.image_encoder_subfolder,
-    )
+    with reporting_download(spec.image_encoder, say, subfolder=spec.image_encoder_subfolder):
+        image_encoder = _from_pretrained(
+            CLIPVisionModelWithProjection, spec.image_encoder, "image encoder", "image_encoder", dtype, None,
+            subfolder=spec.image_encoder_subfolder,
+        )
     # The hub's encoder folders carry no preprocessor config; derive it from the encoder's input size.
     side = image_encoder.config.image_size
     feature_extractor = CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
@@ -291,17 +294,21 @@ def _load(spec: ModelSpec, runtime: Runtime, say: LoadProgress) -> LoadedModels:
                                   "feature_extractor": feature_extractor}
     if spec.vae:
         say(f"Loading the VAE ({spec.vae})")
-        components["vae"] = _from_pretrained(AutoencoderKL, spec.vae, "VAE", "vae", dtype, None)
+        with reporting_download(spec.vae, say):
+            components["vae"] = _from_pretrained(AutoencoderKL, spec.vae, "VAE", "vae", dtype, None)
     say(f"Loading the SDXL inpainting model ({spec.base})")
-    pipe = _from_pretrained(
-        BackdropInpaintPipeline, spec.base, "base model", "base", dtype, variant, **components
-    )
+    with reporting_download(spec.base, say, variant=variant, pipeline_skips=tuple(components)):
+        pipe = _from_pretrained(
+            BackdropInpaintPipeline, spec.base, "base model", "base", dtype, variant, **components
+        )
     say(f"Loading the IP-Adapter ({spec.ip_adapter}/{spec.ip_adapter_subfolder}/{spec.ip_adapter_weight_name})")
     try:
-        pipe.load_ip_adapter(
-            spec.ip_adapter, subfolder=spec.ip_adapter_subfolder, weight_name=spec.ip_adapter_weight_name,
-            image_encoder_folder=None,
-        )
+        with reporting_download(spec.ip_adapter, say, subfolder=spec.ip_adapter_subfolder,
+                                weight_name=spec.ip_adapter_weight_name):
+            pipe.load_ip_adapter(
+                spec.ip_adapter, subfolder=spec.ip_adapter_subfolder, weight_name=spec.ip_adapter_weight_name,
+                image_encoder_folder=None,
+            )
     except Exception as exc:
         raise _load_error("IP-Adapter", spec.ip_adapter, "ip_adapter", exc) from exc
     return assemble(pipe, spec, runtime, say)

@@ -169,3 +169,75 @@ def test_the_cli_refuses_sdxl_without_a_gpu_with_exit_1(no_gpu, monkeypatch, tmp
     error = capsys.readouterr().err
     assert code == 1 and error.startswith("backdrop: error: no CUDA or Apple MPS GPU was found")
     assert not (tmp_path / "out").exists()
+
+
+# --- what a first load downloads ----------------------------------------------------------------------------
+
+SDXL_LIKE = [("sd_xl_base_1.0.safetensors", 7_000), ("unet/diffusion_pytorch_model.safetensors", 10_000),
+             ("unet/diffusion_pytorch_model.fp16.safetensors", 5_000), ("unet/diffusion_pytorch_model.bin", 10_000),
+             ("text_encoder/model.safetensors", 400), ("text_encoder/model.fp16.safetensors", 200),
+             ("vae/diffusion_pytorch_model.safetensors", 300), ("unet/config.json", 1)]
+
+
+def test_the_files_a_load_needs_follow_variant_subfolder_and_passed_components():
+    from pipeline.downloads import needed_files
+
+    pipeline_fp16 = needed_files(SDXL_LIKE, variant="fp16", pipeline_skips=("vae",))
+    assert sorted(pipeline_fp16) == [("text_encoder/model.fp16.safetensors", 200),
+                                     ("unet/diffusion_pytorch_model.fp16.safetensors", 5_000)]
+    assert sorted(needed_files(SDXL_LIKE, pipeline_skips=())) == [
+        ("text_encoder/model.safetensors", 400), ("unet/diffusion_pytorch_model.safetensors", 10_000),
+        ("vae/diffusion_pytorch_model.safetensors", 300)]
+    assert needed_files(SDXL_LIKE, subfolder="unet", variant="fp16") == [
+        ("unet/diffusion_pytorch_model.fp16.safetensors", 5_000)]
+    assert needed_files(SDXL_LIKE, subfolder="text_encoder", weight_name="model.safetensors") == [
+        ("text_encoder/model.safetensors", 400)]
+
+
+@pytest.fixture
+def fake_hub(monkeypatch, tmp_path):
+    """A hub that lists one 3 MB file for org/model, and an empty cache folder; nothing touches the network."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    from pipeline import downloads
+
+    listing = type("Info", (), {"siblings": [type("File", (), {"rfilename": "model.safetensors", "size": 3_000_000})]})
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", lambda self, repo, **kwargs: listing)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(downloads, "POLL_SECONDS", 0.05)
+    blobs = tmp_path / "models--org--model" / "blobs"
+    blobs.mkdir(parents=True)
+    return blobs
+
+
+def test_a_download_says_what_how_big_and_how_far(fake_hub):
+    import time
+
+    from pipeline.downloads import reporting_download
+
+    said = []
+    with reporting_download("org/model", said.append):  # the load, writing its blob as the hub client does
+        for written in (1_000_000, 3_000_000):
+            (fake_hub / "abc.incomplete").write_bytes(b"\0" * written)
+            time.sleep(0.5)
+    assert said[0] == "Downloading org/model: 1 file(s), 3 MB (first run only)"
+    assert "Downloading org/model: 1 MB of 3 MB (33%)" in said
+    assert said[-1] == "Downloading org/model: 3 MB of 3 MB (100%)"
+
+
+def test_nothing_is_said_when_the_files_are_already_here_or_offline(fake_hub, monkeypatch):
+    import huggingface_hub
+
+    from pipeline.downloads import reporting_download
+
+    said = []
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo, name: f"/cache/{name}")
+    with reporting_download("org/model", said.append):
+        pass
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo, name: None)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # files missing, but nothing can be fetched: the load says why
+    with reporting_download("org/model", said.append):
+        pass
+    assert said == []
