@@ -241,3 +241,22 @@ def test_nothing_is_said_when_the_files_are_already_here_or_offline(fake_hub, mo
     with reporting_download("org/model", said.append):
         pass
     assert said == []
+
+
+def test_the_studio_and_rest_refuse_generate_without_a_gpu_with_the_ways_on(no_gpu, u2netp_home, tmp_path):
+    import base64
+
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    from servers import post_json, running_studio
+
+    photo = ROOT / "assets" / "product-perfume.jpg"
+    with running_studio(tmp_path / "out", model_set="sdxl") as url:
+        with pytest.raises(AppError, match="no CUDA or Apple MPS GPU was found.*Hosted API.*BACKDROP_DEVICE=cpu"):
+            Client(f"{url}/", verbose=False).predict(image=handle_file(str(photo)), ref_image=handle_file(str(photo)),
+                                                     prompt="perfume", mask_model="u2netp", api_name="/generate")
+        b64 = base64.b64encode(photo.read_bytes()).decode()
+        reply = post_json(f"{url}/v1/bg-replace", {"image": b64, "ref_image": b64, "prompt": "perfume"})
+        assert reply.status_code == 503 and "--model-set tiny" in reply.json()["error"]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
