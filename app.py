@@ -449,6 +449,7 @@ def find_product_early(image: str | None, mask: str | None, mask_model: str | No
 
 def build_demo(model_set: str | None = None, output_dir: Path | str | None = None) -> gr.Blocks:
     """The studio's Blocks. Building it loads no model."""
+    from pipeline.models import no_gpu_warning
     from pipeline.presets import list_presets
     from pipeline.sweep import SWEEP_AXES
 
@@ -458,6 +459,8 @@ def build_demo(model_set: str | None = None, output_dir: Path | str | None = Non
     inputs: dict[str, Any] = {}
     with gr.Blocks(title="Backdrop") as demo:
         gr.Markdown("# Backdrop\nNew backgrounds for product photos. The product's own pixels are never repainted.")
+        if no_gpu := no_gpu_warning(studio.model_set):  # before any download: say what the first Generate costs
+            gr.Markdown(f"**{no_gpu}**", elem_id="no_gpu_note")
         with gr.Row():
             with gr.Column(scale=1):
                 _input_panel(inputs, presets)
@@ -702,6 +705,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(2, f"backdrop: error: {error}\n")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests, not ours
+    from pipeline.models import no_gpu_warning
+
+    if no_gpu := no_gpu_warning(args.model_set):
+        log.warning(no_gpu)
     os.environ["BACKDROP_PORT"] = str(args.port)  # for the studio's "Copy as API request"
     demo = launch_studio(host=args.host, port=args.port, model_set=args.model_set, output_dir=args.output_dir,
                          share=args.share)

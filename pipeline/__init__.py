@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import BackdropError, GenerationCancelled, ModelLoadError, OutOfMemory
+from .errors import BackdropError, GenerationCancelled, ModelLoadError, NoGpu, OutOfMemory
 from .models import MODEL_SETS, LoadedModels, load_models
 from .request import FIELDS, BgReplaceRequest, FieldSpec
 from .result import BgReplaceResult, Intermediates, Progress
@@ -36,6 +36,7 @@ __all__ = [
     "Intermediates",
     "LoadedModels",
     "ModelLoadError",
+    "NoGpu",
     "OutOfMemory",
     "Progress",
     "default_model_set",

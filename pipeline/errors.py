@@ -31,6 +31,11 @@ class ModelLoadError(BackdropError):
     http_status = 503
 
 
+class NoGpu(ModelLoadError):
+    """The real (sdxl) models would run on a CPU: a download of many GB, then tens of minutes per image.
+    Refused before anything is downloaded unless the CPU is asked for by name (BACKDROP_DEVICE=cpu)."""
+
+
 class GenerationCancelled(BackdropError):
     """The user pressed Cancel (or the caller's cancel check said so) during denoising."""
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import BackdropError, ModelLoadError
+from .errors import BackdropError, ModelLoadError, NoGpu
 
 MODEL_SETS = ("sdxl", "tiny")
 MEMORY_MODES = ("none", "model", "sequential")
@@ -161,6 +161,38 @@ def resolve_runtime(device: str | None = None, dtype: str | None = None, memory_
     return Runtime(device=device, dtype=dtype, memory_mode=memory_mode)
 
 
+# The ways on from a machine without a GPU, for the start-up note and the refusal at Generate.
+_WAYS_ON = ("Run Backdrop on a machine with a CUDA or Apple MPS GPU, switch the Backend to Hosted API "
+            "(--backend hosted), or try the plumbing with the tiny random models (--model-set tiny, or "
+            "BACKDROP_MODEL_SET=tiny). To run the real models on this CPU anyway, set BACKDROP_DEVICE=cpu "
+            "(--device cpu).")
+_ON_CPU = ("the sdxl model set would download several GB (about 11 GB for the default models) on the first "
+           "Generate, then take tens of minutes per image on the CPU.")
+
+
+def gpu_available() -> bool:
+    """Whether this process has a CUDA or MPS GPU. A ZeroGPU Space counts: it lends one per generation."""
+    if os.environ.get("SPACES_ZERO_GPU"):
+        return True
+    import torch
+
+    return _best_device(torch) != "cpu"
+
+
+def no_gpu_warning(model_set: str) -> str | None:
+    """What to tell a user at start-up when the real models would run on this machine's CPU (None when
+    they would not: a GPU, the tiny set, or a device chosen by name)."""
+    if model_set != "sdxl" or os.environ.get("BACKDROP_DEVICE") or gpu_available():
+        return None
+    return f"No GPU found: {_ON_CPU} {_WAYS_ON}"
+
+
+def _refuse_cpu_for_sdxl(spec: ModelSpec, runtime: Runtime, device: str | None) -> None:
+    """Stop before any download when the real models would land on a CPU nobody asked for."""
+    if spec.name == "sdxl" and runtime.device == "cpu" and not (device or os.environ.get("BACKDROP_DEVICE")):
+        raise NoGpu(f"no CUDA or Apple MPS GPU was found: {_ON_CPU} {_WAYS_ON}")
+
+
 def _best_device(torch: Any) -> str:
     if torch.cuda.is_available():
         return "cuda"
@@ -213,6 +245,7 @@ def load_models(
     """The pipeline for ``model_set`` on the resolved runtime: loaded on first use, then reused."""
     spec = model_spec(model_set)
     runtime = resolve_runtime(device, dtype, memory_mode)
+    _refuse_cpu_for_sdxl(spec, runtime, device)
     key = (spec, runtime)
     with _load_lock:
         if key not in _loaded:
@@ -240,17 +273,20 @@ def _load(spec: ModelSpec, runtime: Runtime, say: LoadProgress) -> LoadedModels:
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
     from .diffusion import BackdropInpaintPipeline
+    from .downloads import reporting_download
 
     quiet_libraries()
     dtype = getattr(torch, runtime.dtype)
     variant = spec.variant if runtime.dtype == "float16" and spec.variant else None
     say(f"Loading the ControlNet ({spec.controlnet})")
-    controlnet = _from_pretrained(ControlNetModel, spec.controlnet, "ControlNet", "controlnet", dtype, variant)
+    with reporting_download(spec.controlnet, say, variant=variant):
+        controlnet = _from_pretrained(ControlNetModel, spec.controlnet, "ControlNet", "controlnet", dtype, variant)
     say(f"Loading the IP-Adapter image encoder ({spec.image_encoder}/{spec.image_encoder_subfolder})")
-    image_encoder = _from_pretrained(
-        CLIPVisionModelWithProjection, spec.image_encoder, "image encoder", "image_encoder", dtype, None,
-        subfolder=spec.image_encoder_subfolder,
-    )
+    with reporting_download(spec.image_encoder, say, subfolder=spec.image_encoder_subfolder):
+        image_encoder = _from_pretrained(
+            CLIPVisionModelWithProjection, spec.image_encoder, "image encoder", "image_encoder", dtype, None,
+            subfolder=spec.image_encoder_subfolder,
+        )
     # The hub's encoder folders carry no preprocessor config; derive it from the encoder's input size.
     side = image_encoder.config.image_size
     feature_extractor = CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
@@ -258,17 +294,21 @@ def _load(spec: ModelSpec, runtime: Runtime, say: LoadProgress) -> LoadedModels:
                                   "feature_extractor": feature_extractor}
     if spec.vae:
         say(f"Loading the VAE ({spec.vae})")
-        components["vae"] = _from_pretrained(AutoencoderKL, spec.vae, "VAE", "vae", dtype, None)
+        with reporting_download(spec.vae, say):
+            components["vae"] = _from_pretrained(AutoencoderKL, spec.vae, "VAE", "vae", dtype, None)
     say(f"Loading the SDXL inpainting model ({spec.base})")
-    pipe = _from_pretrained(
-        BackdropInpaintPipeline, spec.base, "base model", "base", dtype, variant, **components
-    )
+    with reporting_download(spec.base, say, variant=variant, pipeline_skips=tuple(components)):
+        pipe = _from_pretrained(
+            BackdropInpaintPipeline, spec.base, "base model", "base", dtype, variant, **components
+        )
     say(f"Loading the IP-Adapter ({spec.ip_adapter}/{spec.ip_adapter_subfolder}/{spec.ip_adapter_weight_name})")
     try:
-        pipe.load_ip_adapter(
-            spec.ip_adapter, subfolder=spec.ip_adapter_subfolder, weight_name=spec.ip_adapter_weight_name,
-            image_encoder_folder=None,
-        )
+        with reporting_download(spec.ip_adapter, say, subfolder=spec.ip_adapter_subfolder,
+                                weight_name=spec.ip_adapter_weight_name):
+            pipe.load_ip_adapter(
+                spec.ip_adapter, subfolder=spec.ip_adapter_subfolder, weight_name=spec.ip_adapter_weight_name,
+                image_encoder_folder=None,
+            )
     except Exception as exc:
         raise _load_error("IP-Adapter", spec.ip_adapter, "ip_adapter", exc) from exc
     return assemble(pipe, spec, runtime, say)

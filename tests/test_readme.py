@@ -51,8 +51,17 @@ def photos(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def reader_dir(photos, tmp_path) -> Path:
-    """A reader's fresh working folder: the photos under the examples' names, nothing else."""
+    """A reader's fresh working folder: real-size photos under the examples' names, nothing else."""
     shutil.copytree(photos / "assets", tmp_path / "assets")
+    return tmp_path
+
+
+@pytest.fixture
+def clone_dir(tmp_path) -> Path:
+    """A reader's folder with the repository's own pictures, as a fresh clone has them (smaller, faster)."""
+    for name in PHOTO_SIZES:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        shutil.copy(ROOT / name, tmp_path / name)
     return tmp_path
 
 
@@ -127,19 +136,19 @@ def test_readme_javascript_example(server, reader_dir, axios):
     assert_result(reader_dir / "result.jpg", PHOTO_SIZES["assets/product-perfume.jpg"])
 
 
-def test_readme_gradio_client_example(server, reader_dir):
+def test_readme_gradio_client_example(server, clone_dir):
     code = as_written(readme_block("python", "from gradio_client"), server + "/")
-    run([sys.executable, "-c", code + "\nassert len(gallery) == 2, gallery\n"], reader_dir)
+    run([sys.executable, "-c", code + "\nassert len(gallery) == 2, gallery\n"], clone_dir)
 
 
 # --- the command line and the library, on the tiny model set ------------------------------------------------
 
 @pytest.fixture
-def tiny_reader_dir(reader_dir, u2netp_home) -> tuple[Path, dict[str, str]]:
+def tiny_reader_dir(clone_dir, u2netp_home) -> tuple[Path, dict[str, str]]:
     """The reader's folder with the project's .venv in it (the examples start .venv/bin/python), and the
     environment that picks the tiny models and the mask model this machine has."""
-    (reader_dir / ".venv").symlink_to(Path(sys.prefix))
-    return reader_dir, {"BACKDROP_MODEL_SET": "tiny", "BACKDROP_MASK_MODEL": "u2netp",
+    (clone_dir / ".venv").symlink_to(Path(sys.prefix))
+    return clone_dir, {"BACKDROP_MODEL_SET": "tiny", "BACKDROP_MASK_MODEL": "u2netp",
                         "PYTHONPATH": str(ROOT)}
 
 
@@ -148,7 +157,7 @@ def test_readme_cli_example(tiny_reader_dir):
     code = readme_block("sh", "--image assets/product-perfume.jpg")
     run(["bash", "-c", code], folder, **env)
     for name in ("results/product-perfume_42.jpg", "results/product-perfume_43.jpg"):  # as the README says
-        assert_result(folder / name, PHOTO_SIZES["assets/product-perfume.jpg"])
+        assert_result(folder / name, Image.open(ROOT / "assets/product-perfume.jpg").size)
         assert (folder / name).with_suffix(".json").is_file()
 
 

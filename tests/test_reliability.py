@@ -230,6 +230,7 @@ def test_a_model_that_cannot_load_is_named_and_the_studio_stays_up(u2netp_home, 
     from gradio_client.exceptions import AppError
 
     monkeypatch.setenv("BACKDROP_CONTROLNET", str(tmp_path / "missing-controlnet"))
+    monkeypatch.setenv("BACKDROP_DEVICE", "cpu")  # past the no-GPU refusal, on to loading on any machine
     with running_studio(tmp_path / "out", model_set="sdxl") as url:
         client = Client(f"{url}/", verbose=False)
         for _ in range(2):  # a second attempt gets the same clear answer: nothing broke
