@@ -132,10 +132,11 @@ def _prompt_embeddings(pipe: Any, request: BgReplaceRequest, do_cfg: bool, reuse
     key = (request.prompt, request.negative_prompt, do_cfg)
     if key not in reuse.prompts:
         reuse.counts["prompt"] += 1
-        embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
-            prompt=request.prompt, negative_prompt=request.negative_prompt, device=pipe._execution_device,
-            num_images_per_prompt=1, do_classifier_free_guidance=do_cfg,
-        )
+        with _no_autograd():
+            embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
+                prompt=request.prompt, negative_prompt=request.negative_prompt, device=pipe._execution_device,
+                num_images_per_prompt=1, do_classifier_free_guidance=do_cfg,
+            )
         reuse.prompts[key] = {"prompt_embeds": embeds, "negative_prompt_embeds": negative,
                               "pooled_prompt_embeds": pooled, "negative_pooled_prompt_embeds": negative_pooled}
     return reuse.prompts[key]
@@ -146,12 +147,23 @@ def _reference_embeddings(pipe: Any, request: BgReplaceRequest, do_cfg: bool, re
     key = (id(request.ref_image), do_cfg)
     if key not in reuse.image_embeds:
         reuse.counts["image_embeds"] += 1
-        embeds = pipe.prepare_ip_adapter_image_embeds(
-            ip_adapter_image=to_rgb(request.ref_image), ip_adapter_image_embeds=None,
-            device=pipe._execution_device, num_images_per_prompt=1, do_classifier_free_guidance=do_cfg,
-        )
+        with _no_autograd():
+            embeds = pipe.prepare_ip_adapter_image_embeds(
+                ip_adapter_image=to_rgb(request.ref_image), ip_adapter_image_embeds=None,
+                device=pipe._execution_device, num_images_per_prompt=1, do_classifier_free_guidance=do_cfg,
+            )
         reuse.image_embeds[key] = (request.ref_image, embeds)
     return reuse.image_embeds[key][1]
+
+
+def _no_autograd() -> Any:
+    """The encoders run outside the pipeline's own ``no_grad``; with autograd on, each cached embedding would
+    hold its graph, and the encoders' activations with it (~0.7 GB for ViT-bigG), for as long as the reuse
+    cache lives. ``no_grad`` rather than ``inference_mode``: inference tensors may not be changed in place
+    outside inference mode, and the pipeline that later takes these makes no promise not to."""
+    import torch
+
+    return torch.no_grad()
 
 
 def free_device_memory() -> None:

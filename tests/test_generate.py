@@ -107,3 +107,20 @@ def test_progress_reports_each_step_and_cancel_stops(tiny_models, make_request):
     assert len(denoise) == 20 and denoise[-1].fraction == 1.0
     with pytest.raises(GenerationCancelled):
         generate(make_request(), models=tiny_models, should_cancel=lambda: True)
+
+
+def test_cached_embeddings_hold_no_autograd_graph(tiny_models, make_request):
+    """The encoders run outside the pipeline's no_grad; a graph kept in the reuse cache would pin the image
+    encoder's activations on the GPU for a whole sweep."""
+    import torch
+
+    from pipeline.prepare import Reuse
+
+    assert any(p.requires_grad for p in tiny_models.pipe.image_encoder.parameters())  # else this proves nothing
+    reuse = Reuse()
+    generate(make_request(), models=tiny_models, reuse=reuse)
+    generate(make_request(guidance_scale=1.0), models=tiny_models, reuse=reuse)  # the no-CFG entries too
+    cached = [tensor for entry in reuse.prompts.values() for tensor in entry.values() if tensor is not None]
+    cached += [tensor for _, embeds in reuse.image_embeds.values() for tensor in embeds]
+    assert len(cached) >= 8 and all(isinstance(tensor, torch.Tensor) for tensor in cached)
+    assert not any(tensor.requires_grad or tensor.grad_fn is not None for tensor in cached)
