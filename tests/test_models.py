@@ -167,3 +167,24 @@ def test_a_real_folder_without_fp16_files_loads_its_full_precision_weights(tiny_
     controlnet = _from_pretrained(ControlNetModel, tiny_models.spec.controlnet, "ControlNet", "controlnet",
                                   None, "fp16")
     assert controlnet.config.in_channels == 4
+
+
+def test_the_tiny_scheduler_config_is_sdxls_so_other_samplers_get_sdxls_settings(tiny_models):
+    """Keys Euler ignores still reach the other samplers: without SDXL's clip_sample false and
+    set_alpha_to_one false, DDIM would take its own defaults (true) and differ from the real models'."""
+    from pipeline.tiny import SDXL_SCHEDULER_CONFIG
+
+    config = tiny_models.scheduler_config
+    assert {key: config.get(key) for key in SDXL_SCHEDULER_CONFIG if not key.startswith("_")} == {
+        key: value for key, value in SDXL_SCHEDULER_CONFIG.items() if not key.startswith("_")}
+    ddim = make_scheduler("DDIM", config)
+    assert (ddim.config.clip_sample, ddim.config.set_alpha_to_one, ddim.config.steps_offset) == (False, False, 1)
+    assert make_scheduler("PNDM", config).config.skip_prk_steps is True
+
+
+def test_the_tiny_unet_has_two_cross_attention_widths_like_sdxl(tiny_models):
+    from diffusers.models.attention import BasicTransformerBlock
+
+    for model in (tiny_models.pipe.unet, tiny_models.pipe.controlnet):
+        widths = {block.norm1.normalized_shape[0] for block in model.modules() if isinstance(block, BasicTransformerBlock)}
+        assert len(widths) == 2, widths
