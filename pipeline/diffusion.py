@@ -34,7 +34,7 @@ class BackdropInpaintPipeline(StableDiffusionXLControlNetInpaintPipeline):
 
     model_cpu_offload_seq = "text_encoder->text_encoder_2->image_encoder->unet->vae"
 
-    def get_timesteps(self, num_inference_steps, strength, device, denoising_start=None):  # type: ignore[no-untyped-def]
+    def get_timesteps(self, num_inference_steps, strength, device, denoising_start=None):  # type: ignore
         if strength >= RUN_STRENGTH_CAP:
             strength = 1.0  # every step; the start latents still come from the image (``strength == 1`` is False)
         return super().get_timesteps(num_inference_steps, strength, device, denoising_start)

@@ -186,5 +186,6 @@ def test_the_tiny_unet_has_two_cross_attention_widths_like_sdxl(tiny_models):
     from diffusers.models.attention import BasicTransformerBlock
 
     for model in (tiny_models.pipe.unet, tiny_models.pipe.controlnet):
-        widths = {block.norm1.normalized_shape[0] for block in model.modules() if isinstance(block, BasicTransformerBlock)}
+        blocks = [block for block in model.modules() if isinstance(block, BasicTransformerBlock)]
+        widths = {block.norm1.normalized_shape[0] for block in blocks}
         assert len(widths) == 2, widths
