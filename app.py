@@ -100,7 +100,7 @@ def _user_errors(action: str) -> Callable[[Callable[..., Any]], Callable[..., An
 # ZeroGPU's time budget for one request. No figure here is measured on ZeroGPU yet: all are estimates, to be
 # replaced by benchmarks/gpu.py's seconds per image on its H200 slice.
 _SECONDS_PER_PASS = 0.15  # estimate: one UNet + ControlNet pass, one image, SDXL at 1024², fp16 (two with CFG)
-_SECONDS_TO_START = 10.0  # estimate: the ~11 GB of fp16 weights moved onto the GPU, encoders, VAE, compositing
+_SECONDS_TO_START = 10.0  # estimate: some 11 GB of fp16 weights moved in, encoders, VAE, compositing
 _MAX_GPU_SECONDS = 300  # the most a ZeroGPU call is given
 
 
