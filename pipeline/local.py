@@ -11,7 +11,7 @@ from PIL import Image
 from .errors import GenerationCancelled, OutOfMemory
 from .images import to_rgb
 from .models import LoadedModels, load_models
-from .prepare import PreparedInputs, Reuse, finish_result, resolve_seeds
+from .prepare import PreparedInputs, Reuse, finish_result, resolve_seeds, starting_image
 from .request import BgReplaceRequest
 from .result import BgReplaceResult, CancelCheck, Progress, ProgressCallback
 from .schedulers import make_scheduler
@@ -51,8 +51,10 @@ def generate_local(
     timings["generate"] = time.perf_counter() - stage_start
 
     report(Progress("compose", 0.0, "Laying the product back over the new background"))
+    from .diffusion import run_strength  # only now: it imports torch and diffusers
+
     result = finish_result(request, prepared, backgrounds, seeds, timings=timings, started=started, backend="local",
-                           info=models.info())
+                           info=models.info() | {"pipeline_strength": run_strength(request.strength)})
     report(Progress("compose", 1.0, "Done"))
     return result
 
@@ -84,6 +86,7 @@ def _denoise(
         return tensors
 
     images: list[Image.Image] = []
+    start = starting_image(prepared, request.ref_image)
     with models.lock:  # one generation at a time on the device
         pipe.scheduler = make_scheduler(request.scheduler, models.scheduler_config)
         pipe.set_ip_adapter_scale(request.ip_adapter_weight)
@@ -91,7 +94,7 @@ def _denoise(
         do_cfg = request.guidance_scale > 1  # diffusers skips the unconditional pass at guidance 1
         try:
             for batch in batches:
-                images += _run_pipe(pipe, request, prepared, batch, on_step_end, do_cfg, reuse)
+                images += _run_pipe(pipe, request, prepared, start, batch, on_step_end, do_cfg, reuse)
                 done_steps += steps
         except torch.OutOfMemoryError:
             free_device_memory()
@@ -112,21 +115,23 @@ def denoising_steps_done(calls: int, total_calls: int, steps: int) -> int:
     return min(steps, math.ceil(calls * steps / max(1, total_calls)))
 
 
-def _run_pipe(pipe: Any, request: BgReplaceRequest, prepared: PreparedInputs, seeds: list[int],
-              on_step_end: Any, do_cfg: bool, reuse: Reuse) -> list[Image.Image]:
+def _run_pipe(pipe: Any, request: BgReplaceRequest, prepared: PreparedInputs, start: Image.Image,
+              seeds: list[int], on_step_end: Any, do_cfg: bool, reuse: Reuse) -> list[Image.Image]:
     import torch
+
+    from .diffusion import run_strength
 
     # CPU generators: the same seed gives the same noise on any device.
     generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
     output = pipe(
         **_prompt_embeddings(pipe, request, do_cfg, reuse),
         ip_adapter_image_embeds=_reference_embeddings(pipe, request, do_cfg, reuse),
-        image=prepared.image,
+        image=start,  # not the photo: see starting_image (the masked product is cut from it, the photo's pixels)
         mask_image=prepared.inpaint_mask,
         control_image=prepared.canny,
         width=prepared.size[0],
         height=prepared.size[1],
-        strength=request.strength,
+        strength=run_strength(request.strength),
         num_inference_steps=request.num_inference_steps,
         guidance_scale=request.guidance_scale,
         controlnet_conditioning_scale=request.cn_weight,
@@ -143,10 +148,11 @@ def _prompt_embeddings(pipe: Any, request: BgReplaceRequest, do_cfg: bool, reuse
     key = (request.prompt, request.negative_prompt, do_cfg)
     if key not in reuse.prompts:
         reuse.counts["prompt"] += 1
-        embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
-            prompt=request.prompt, negative_prompt=request.negative_prompt, device=pipe._execution_device,
-            num_images_per_prompt=1, do_classifier_free_guidance=do_cfg,
-        )
+        with _no_autograd():
+            embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
+                prompt=request.prompt, negative_prompt=request.negative_prompt, device=pipe._execution_device,
+                num_images_per_prompt=1, do_classifier_free_guidance=do_cfg,
+            )
         reuse.prompts[key] = {"prompt_embeds": embeds, "negative_prompt_embeds": negative,
                               "pooled_prompt_embeds": pooled, "negative_pooled_prompt_embeds": negative_pooled}
     return reuse.prompts[key]
@@ -157,12 +163,23 @@ def _reference_embeddings(pipe: Any, request: BgReplaceRequest, do_cfg: bool, re
     key = (id(request.ref_image), do_cfg)
     if key not in reuse.image_embeds:
         reuse.counts["image_embeds"] += 1
-        embeds = pipe.prepare_ip_adapter_image_embeds(
-            ip_adapter_image=to_rgb(request.ref_image), ip_adapter_image_embeds=None,
-            device=pipe._execution_device, num_images_per_prompt=1, do_classifier_free_guidance=do_cfg,
-        )
+        with _no_autograd():
+            embeds = pipe.prepare_ip_adapter_image_embeds(
+                ip_adapter_image=to_rgb(request.ref_image), ip_adapter_image_embeds=None,
+                device=pipe._execution_device, num_images_per_prompt=1, do_classifier_free_guidance=do_cfg,
+            )
         reuse.image_embeds[key] = (request.ref_image, embeds)
     return reuse.image_embeds[key][1]
+
+
+def _no_autograd() -> Any:
+    """The encoders run outside the pipeline's own ``no_grad``; with autograd on, each cached embedding would
+    hold its graph, and the encoders' activations with it (~0.7 GB for ViT-bigG), for as long as the reuse
+    cache lives. ``no_grad`` rather than ``inference_mode``: inference tensors may not be changed in place
+    outside inference mode, and the pipeline that later takes these makes no promise not to."""
+    import torch
+
+    return torch.no_grad()
 
 
 def free_device_memory() -> None:

@@ -336,13 +336,22 @@ def _from_pretrained(cls: Any, model_id: str, what: str, field: str, dtype: Any,
     try:
         try:
             return cls.from_pretrained(model_id, dtype=dtype, variant=variant, **kwargs)
-        except (OSError, ValueError):
-            if variant is None:
-                raise
+        except (OSError, ValueError) as exc:
+            if variant is None or not variant_is_missing(exc, variant):
+                raise  # a network, config or permission error: the fp32 files (twice the download) would not help
             # Not every repo publishes an fp16 variant; the full-precision files load and convert too.
             return cls.from_pretrained(model_id, dtype=dtype, **kwargs)
     except Exception as exc:
         raise _load_error(what, model_id, field, exc) from exc
+
+
+def variant_is_missing(exc: BaseException, variant: str) -> bool:
+    """Whether ``exc`` says no more than that ``variant``'s weight files are not there, in diffusers' words:
+    a model's "no file named <name>.<variant>.safetensors" (local folder) or "does not appear to have a file
+    named ..." (hub), or a pipeline's "`variant=<variant>`, but no such modeling files are available"."""
+    text = " ".join(str(exc).split())
+    named_file = ("no file named" in text or "does not appear to have a file named" in text) and f".{variant}." in text
+    return named_file or f"variant={variant}`, but no such modeling files are available" in text
 
 
 def _load_error(what: str, model_id: str, field: str, exc: Exception) -> ModelLoadError:

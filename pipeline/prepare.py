@@ -100,6 +100,23 @@ class Reuse:
         return self.prepared[key][1]
 
 
+def starting_image(prepared: PreparedInputs, ref_image: Image.Image) -> Image.Image:
+    """The image local generation starts from: the product as it is, its old backdrop flattened to the
+    reference picture's mean colour.
+
+    Below strength 1 the pipeline starts from this image noised part of the way, so its colours and layout
+    carry into the result; even at 1 (run as 0.9999, see diffusion.py) a trace of it does. The photo's own
+    backdrop would carry the very scene being replaced: a studio sweep's gradient, a table edge, a shadow.
+    A flat field carries no layout, so the scene's layout comes from the prompt, the reference and the edges;
+    its colour is the reference's rather than a neutral grey, so a lower strength leans towards the scene
+    the user asked for instead of towards grey."""
+    alpha = np.asarray(prepared.alpha_small, dtype=np.float32)[..., None] / 255
+    small_ref = to_rgb(ref_image).resize((32, 32), Image.Resampling.BOX)  # its mean is the whole picture's
+    colour = np.asarray(small_ref, dtype=np.float32).reshape(-1, 3).mean(axis=0)
+    pixels = np.asarray(prepared.image, dtype=np.float32) * alpha + colour * (1 - alpha)
+    return Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8))
+
+
 def compose_output(request: BgReplaceRequest, prepared: PreparedInputs, background: Image.Image) -> Image.Image:
     if request.output_size == "generation":
         return composite_product(prepared.image, prepared.alpha_small, background, prepared.edge)

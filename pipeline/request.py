@@ -153,6 +153,14 @@ class FieldSpec:
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
+def least_strength(steps: int) -> float:
+    """The smallest strength, in thousandths, that leaves at least one of ``steps`` denoising steps."""
+    least = math.ceil(1000 / steps) / 1000
+    while int(steps * least) < 1:  # 1/steps can land a hair under a whole step in floating point
+        least += 0.001
+    return round(least, 3)
+
+
 def _fmt(number: float | None) -> str:
     return "" if number is None else f"{number:g}" if isinstance(number, float) else str(number)
 
@@ -252,6 +260,19 @@ class BgReplaceRequest:
                 f"{self.canny_low} is above canny_high ({self.canny_high}); the low threshold must not exceed the high one",
                 field="canny_low",
             )
+        self._check_strength_leaves_a_step()
+
+    def _check_strength_leaves_a_step(self) -> None:
+        """diffusers runs ``int(num_inference_steps * strength)`` steps and raises from deep inside the
+        pipeline when that is 0; refuse such a strength here, with the least one that works."""
+        if int(self.num_inference_steps * self.strength) >= 1:
+            return
+        least = least_strength(self.num_inference_steps)
+        raise BackdropError(
+            f"{_fmt(float(self.strength))} leaves no denoising step at {self.num_inference_steps} steps; "
+            f"at {self.num_inference_steps} steps use at least {_fmt(least)} (or more steps)",
+            field="strength",
+        )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BgReplaceRequest:

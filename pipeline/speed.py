@@ -4,7 +4,8 @@ Each one keeps the maths (outputs match the plain pipeline's to rounding) and ea
 benchmarks/gpu.py. On CUDA: channels-last memory layout for the convolution-heavy UNet and ControlNet,
 fused self-attention projections (one matmul for q, k and v), and, behind ``BACKDROP_COMPILE=1``,
 ``torch.compile`` of the repeated transformer blocks only ("regional" compilation: the same speed-up as
-compiling the whole UNet for a fraction of the compile time, and no recompiles when the size changes).
+compiling the whole UNet for a fraction of the compile time). Image sizes are traced as dynamic shapes; other
+differences between requests add compiled variants: see ``compile_transformer_blocks``.
 """
 
 from __future__ import annotations
@@ -75,13 +76,34 @@ def fuse_self_attention(model: Any) -> int:
     return fused
 
 
+# Compiled variants of the one shared block code that are kept; past this, new variants run uncompiled.
+RECOMPILE_LIMIT = 64
+
+
 def compile_transformer_blocks(model: Any, **compile_options: Any) -> int:
     """``torch.compile`` each transformer block of ``model`` (the repeated, heavy part); returns how many.
-    Blocks are compiled on first use; the first generation after loading is slow, the rest are fast."""
+
+    Blocks compile on first use, and again for each new variant: every block of the UNet and the ControlNet
+    runs the same ``BasicTransformerBlock.forward``, so they share one cache of compiled code. Each width
+    (SDXL has two), the IP-Adapter's tuple of text and image tokens (UNet) or plain text (ControlNet), an
+    IP-Adapter weight of 0 (another branch) and a batch of one (no guidance, one sample) add entries. On the
+    tiny set dynamo's recompile log shows 4 after the first request, none for another weight, 6 after a
+    weight of 0; a request without guidance then needed more than torch's default of 8, and with
+    ``fullgraph=True`` that failed the request. So the limit is raised before compiling, and without
+    ``fullgraph`` a variant past it runs uncompiled (slower, same images) instead of failing."""
+    import torch
     from diffusers.models.attention import BasicTransformerBlock
 
-    options = {"fullgraph": True, "dynamic": True} | compile_options
+    raise_recompile_limit(torch, RECOMPILE_LIMIT)
+    options = {"dynamic": True} | compile_options
     blocks = [module for module in model.modules() if isinstance(module, BasicTransformerBlock)]
     for block in blocks:
         block.compile(**options)
     return len(blocks)
+
+
+def raise_recompile_limit(torch: Any, limit: int) -> None:
+    """Raise dynamo's per-code cache size to at least ``limit`` (named cache_size_limit before torch 2.6)."""
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    setattr(config, name, max(getattr(config, name), limit))

@@ -13,26 +13,52 @@ import shutil
 import tempfile
 from pathlib import Path
 
-TINY_VERSION = "tiny-v4"  # bump when the configs below change, so stale caches are rebuilt
+# Bump when the configs below change: the set lives in a folder of this name, so a stale cache is never reused,
+# and code that still expects an older set (another checkout sharing the cache) keeps finding its own.
+TINY_VERSION = "tiny-v5"
 TEXT_HIDDEN = 32  # each text encoder's width; the UNet sees both concatenated
 TIME_EMBED_DIM = 8
 IMAGE_EMBED_DIM = 32
 IP_TOKENS = 4  # the plain IP-Adapter's image tokens
 NATIVE_RESOLUTION = 128
 
+# SDXL's layout in miniature: no attention at the first level, then cross-attention at two widths (SDXL: 640
+# and 1280), deeper at the last. Two widths matter: blocks of different widths share one compiled-code cache
+# (speed.py), and an IP-Adapter's projections must fit each of them.
 _UNET_SHAPE = dict(
-    block_out_channels=(32, 64),
+    block_out_channels=(32, 32, 64),
     layers_per_block=1,
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-    attention_head_dim=(2, 4),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    attention_head_dim=(2, 2, 4),
     use_linear_projection=True,
     addition_embed_type="text_time",
     addition_time_embed_dim=TIME_EMBED_DIM,
-    transformer_layers_per_block=(1, 2),
+    transformer_layers_per_block=(1, 1, 2),
     # SDXL's "added conditions": six time ids, each embedded, plus the pooled text of encoder 2.
     projection_class_embeddings_input_dim=6 * TIME_EMBED_DIM + TEXT_HIDDEN,
     cross_attention_dim=2 * TEXT_HIDDEN,
 )
+_UP_BLOCKS = ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
+
+# SDXL's own scheduler/scheduler_config.json, every key: other schedulers are built from this config
+# (schedulers.py), and keys Euler ignores, such as clip_sample, still decide DDIM's behaviour.
+SDXL_SCHEDULER_CONFIG = {
+    "_class_name": "EulerDiscreteScheduler",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "interpolation_type": "linear",
+    "num_train_timesteps": 1000,
+    "prediction_type": "epsilon",
+    "sample_max_value": 1.0,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+    "trained_betas": None,
+    "use_karras_sigmas": False,
+}
 
 
 def default_cache_dir() -> Path:
@@ -77,7 +103,7 @@ def _build_base(path: Path) -> None:
     unet = UNet2DConditionModel(
         in_channels=9,  # noisy latents + mask + masked-image latents: an inpainting UNet
         out_channels=4,
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        up_block_types=_UP_BLOCKS,
         sample_size=NATIVE_RESOLUTION // 8,
         **_UNET_SHAPE,
     )
@@ -92,13 +118,7 @@ def _build_base(path: Path) -> None:
         norm_num_groups=8,
         sample_size=NATIVE_RESOLUTION,
     )
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        steps_offset=1,
-        timestep_spacing="leading",
-    )
+    scheduler = EulerDiscreteScheduler.from_config(SDXL_SCHEDULER_CONFIG)  # keeps the keys Euler ignores
     tokenizer = byte_tokenizer()
     text_config = dict(
         vocab_size=len(tokenizer),
@@ -180,7 +200,7 @@ def _build_ip_adapter(path: Path) -> None:
 
     # One to_k_ip/to_v_ip pair per cross-attention layer of the UNet the adapter will be loaded into.
     unet = UNet2DConditionModel(
-        in_channels=9, out_channels=4, up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), **_UNET_SHAPE
+        in_channels=9, out_channels=4, up_block_types=_UP_BLOCKS, **_UNET_SHAPE
     )
     weights = ip_adapter_weights(unet, image_embed_dim=IMAGE_EMBED_DIM, num_tokens=IP_TOKENS)
     path.mkdir(parents=True, exist_ok=True)

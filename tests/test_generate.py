@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from pipeline import SCHEDULER_NAMES, generate
 from pipeline.prepare import resolve_seeds
@@ -146,3 +147,86 @@ def test_sidecars_record_the_source_file_names(tiny_models, make_request, bottle
                                                                             "ref_image": bottle[0]}).settings()
     unnamed = generate(make_request(), models=tiny_models)  # images given as pictures, not files
     assert "sources" not in unnamed.metadata(0)
+
+
+def test_cached_embeddings_hold_no_autograd_graph(tiny_models, make_request):
+    """The encoders run outside the pipeline's no_grad; a graph kept in the reuse cache would pin the image
+    encoder's activations on the GPU for a whole sweep."""
+    import torch
+
+    from pipeline.prepare import Reuse
+
+    assert any(p.requires_grad for p in tiny_models.pipe.image_encoder.parameters())  # else this proves nothing
+    reuse = Reuse()
+    generate(make_request(), models=tiny_models, reuse=reuse)
+    generate(make_request(guidance_scale=1.0), models=tiny_models, reuse=reuse)  # the no-CFG entries too
+    cached = [tensor for entry in reuse.prompts.values() for tensor in entry.values() if tensor is not None]
+    cached += [tensor for _, embeds in reuse.image_embeds.values() for tensor in embeds]
+    assert len(cached) >= 8 and all(isinstance(tensor, torch.Tensor) for tensor in cached)
+    assert not any(tensor.requires_grad or tensor.grad_fn is not None for tensor in cached)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_runs_the_whole_path(make_request, dtype):
+    """Real GPUs run float16: the same loading, embeddings, VAE and compositing code in a half type, here on
+    the CPU (the tiny set in float32 would hide a dtype mismatch between any two of them)."""
+    import torch
+
+    from pipeline.models import load_models
+
+    models = load_models("tiny", device="cpu", dtype=dtype)
+    assert models.pipe.unet.dtype == models.pipe.image_encoder.dtype == getattr(torch, dtype)
+    request = make_request(seed=5, samples=2, guidance_scale=5.0)
+    result = generate(request, models=models)
+    alpha = np.asarray(result.intermediates.subject_alpha)
+    for image, background in zip(result.images, result.intermediates.backgrounds):
+        assert pixels(background).std() > 1.0  # a picture, not NaNs turned black
+        solid = alpha == 255
+        assert np.array_equal(pixels(image)[solid], pixels(request.image.convert("RGB"))[solid])
+
+
+def on_backdrop(photo, alpha, backdrop):
+    """``photo``'s product laid over ``backdrop`` with its true alpha: the same product, another old backdrop."""
+    a = np.asarray(alpha, dtype=np.float32)[..., None] / 255
+    pixels = np.asarray(photo, dtype=np.float32) * a + np.asarray(backdrop, dtype=np.float32) * (1 - a)
+    return Image.fromarray(pixels.round().astype(np.uint8))
+
+
+def stripes(width, height, period, inverted=False):
+    rows = (np.arange(height) // (period // 2)) % 2 == (1 if inverted else 0)
+    values = np.where(rows, 230, 25).astype(np.uint8)[:, None, None]
+    return Image.fromarray(np.broadcast_to(values, (height, width, 3)).copy())
+
+
+def luminance(image) -> np.ndarray:
+    return np.asarray(image.convert("L"), dtype=np.float32)
+
+
+def test_the_old_backdrop_does_not_steer_the_new_one(tiny_models, make_request, bottle):
+    """Below strength 1 generation starts from the starting image noised part way. Two photos of the same
+    product on opposite striped backdrops must give the same new background, uncorrelated with either."""
+    photo, alpha = bottle
+    results, backdrops = [], []
+    for inverted in (False, True):
+        backdrop = stripes(*photo.size, period=128, inverted=inverted)
+        request = make_request(image=on_backdrop(photo, alpha, backdrop), mask=alpha, strength=0.5, seed=21)
+        results.append(generate(request, models=tiny_models))
+        backdrops.append(backdrop)
+    region = np.asarray(results[0].intermediates.inpaint_mask) == 255  # where the background is generated
+    size = results[0].intermediates.inpaint_mask.size
+    for result, backdrop in zip(results, backdrops):
+        generated = luminance(result.intermediates.backgrounds[0])[region]
+        old = luminance(backdrop.resize(size, Image.Resampling.BOX))[region]
+        assert abs(np.corrcoef(generated, old)[0, 1]) < 0.2
+    first, second = (luminance(result.intermediates.backgrounds[0])[region] for result in results)
+    assert np.abs(first - second).mean() < 2.0
+
+
+def test_strength_one_runs_every_step_at_the_inpainting_models_0_9999(tiny_models, make_request):
+    steps = []
+    result = generate(make_request(num_inference_steps=20), models=tiny_models,
+                      on_progress=lambda p: steps.append(p.message) if p.stage == "denoise" else None)
+    assert result.request.strength == 1.0 and result.info["pipeline_strength"] == 0.9999
+    assert steps[-1] == "Step 20/20"
+    half = generate(make_request(strength=0.5), models=tiny_models)
+    assert half.info["pipeline_strength"] == 0.5

@@ -114,3 +114,78 @@ def test_scheduler_names_map_to_the_right_diffusers_classes(tiny_models, name):
     }[name]
     assert type(scheduler).__name__ == expected
     assert bool(scheduler.config.get("use_karras_sigmas")) == ("Karras" in name)
+
+
+class FlakyModel:
+    """A model class whose from_pretrained fails with ``errors`` in turn, then loads; it records each call."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors, self.calls = list(errors), []
+
+    def from_pretrained(self, model_id, **kwargs):
+        self.calls.append(kwargs.get("variant"))
+        if self.errors:
+            raise self.errors.pop(0)
+        return "loaded"
+
+
+@pytest.mark.parametrize("error", [
+    OSError("org/cn does not appear to have a file named diffusion_pytorch_model.fp16.safetensors."),
+    OSError("Error no file named diffusion_pytorch_model.fp16.safetensors found in directory /models/cn."),
+    ValueError("You are trying to load the model files of the `variant=fp16`, but no such modeling files are "
+               "available."),
+])
+def test_the_fp16_variant_falls_back_to_full_precision_when_its_files_are_missing(error):
+    from pipeline.models import _from_pretrained
+
+    model = FlakyModel(error)
+    assert _from_pretrained(model, "org/cn", "ControlNet", "controlnet", "float16", "fp16") == "loaded"
+    assert model.calls == ["fp16", None]
+
+
+@pytest.mark.parametrize("error", [
+    OSError("There was a specific connection error when trying to load org/cn: 503 Service Unavailable"),
+    OSError("org/cn is not a local folder and is not a valid model identifier"),
+    ValueError("Cannot load <class 'ControlNetModel'> from org/cn: config.json is not valid JSON"),
+    OSError("org/cn does not appear to have a file named config.json."),
+])
+def test_other_load_errors_are_reported_without_downloading_the_full_precision_files(error):
+    from pipeline.models import _from_pretrained
+
+    model = FlakyModel(error, OSError("a second error that would hide the first"))
+    with pytest.raises(ModelLoadError) as caught:
+        _from_pretrained(model, "org/cn", "ControlNet", "controlnet", "float16", "fp16")
+    assert model.calls == ["fp16"]
+    assert str(error).split(":")[0] in str(caught.value) and "second error" not in str(caught.value)
+
+
+def test_a_real_folder_without_fp16_files_loads_its_full_precision_weights(tiny_models):
+    from diffusers import ControlNetModel
+
+    from pipeline.models import _from_pretrained
+
+    controlnet = _from_pretrained(ControlNetModel, tiny_models.spec.controlnet, "ControlNet", "controlnet",
+                                  None, "fp16")
+    assert controlnet.config.in_channels == 4
+
+
+def test_the_tiny_scheduler_config_is_sdxls_so_other_samplers_get_sdxls_settings(tiny_models):
+    """Keys Euler ignores still reach the other samplers: without SDXL's clip_sample false and
+    set_alpha_to_one false, DDIM would take its own defaults (true) and differ from the real models'."""
+    from pipeline.tiny import SDXL_SCHEDULER_CONFIG
+
+    config = tiny_models.scheduler_config
+    assert {key: config.get(key) for key in SDXL_SCHEDULER_CONFIG if not key.startswith("_")} == {
+        key: value for key, value in SDXL_SCHEDULER_CONFIG.items() if not key.startswith("_")}
+    ddim = make_scheduler("DDIM", config)
+    assert (ddim.config.clip_sample, ddim.config.set_alpha_to_one, ddim.config.steps_offset) == (False, False, 1)
+    assert make_scheduler("PNDM", config).config.skip_prk_steps is True
+
+
+def test_the_tiny_unet_has_two_cross_attention_widths_like_sdxl(tiny_models):
+    from diffusers.models.attention import BasicTransformerBlock
+
+    for model in (tiny_models.pipe.unet, tiny_models.pipe.controlnet):
+        blocks = [block for block in model.modules() if isinstance(block, BasicTransformerBlock)]
+        widths = {block.norm1.normalized_shape[0] for block in blocks}
+        assert len(widths) == 2, widths

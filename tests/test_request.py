@@ -85,6 +85,8 @@ def test_numeric_fields_accept_their_whole_range(images, name):
     for value in (spec.minimum, spec.maximum, int(middle) if spec.kind == "int" else middle):
         if name == "canny_low":
             value = min(value, 200)
+        if name == "strength":
+            value = max(value, 0.04)  # below 1/steps no step is left to run (see the test below)
         fields = {name: value} | ({"canny_low": 0} if name == "canny_high" else {})
         assert getattr(build(images, **fields), name) == value
 
@@ -186,3 +188,17 @@ def test_replace_validates_too(images):
     assert request.replace(cn_weight=0.1).cn_weight == 0.1
     with pytest.raises(BackdropError, match="^cn_weight:"):
         request.replace(cn_weight=2)
+
+
+@pytest.mark.parametrize(("steps", "least"), [(20, 0.05), (25, 0.04), (30, 0.034), (100, 0.01)])
+def test_a_strength_that_leaves_no_step_is_refused_naming_the_least_that_works(images, steps, least):
+    """diffusers runs int(steps * strength) steps and fails from inside the pipeline when that is 0."""
+    with pytest.raises(BackdropError) as caught:
+        build(images, num_inference_steps=steps, strength=least - 0.001)
+    message = str(caught.value)
+    assert message.startswith("strength:") and f"at least {least:g}" in message and f"{steps} steps" in message
+    assert build(images, num_inference_steps=steps, strength=least).strength == least
+    with pytest.raises(BackdropError, match="^strength: 0 leaves no denoising step at 20 steps"):
+        build(images, num_inference_steps=20, strength=0)
+    with pytest.raises(BackdropError, match="^strength: 0.02 leaves no denoising step"):
+        build(images).replace(num_inference_steps=20, strength=0.02)

@@ -95,6 +95,8 @@ def test_api_keys_when_configured(server, monkeypatch):
         (body(scheduler="Turbo"), "scheduler: 'Turbo' is unknown; expected one of 'DDIM'"),
         (body(seed=-5), "seed: -5 is out of range"),
         (body(strength=[1]), "strength: [1] is a list, not a number"),
+        (body(strength=0.02, num_inference_steps=20), "strength: 0.02 leaves no denoising step at 20 steps; at 20 "
+                                                      "steps use at least 0.05"),
         (body(image="not base64!"), "image: not valid base64 image data"),
         (body(image=""), "image: is required"),
         (body(image=base64.b64encode(b"hello").decode()), "image: not a readable image file"),

@@ -88,10 +88,11 @@ def test_no_vae_encode_whose_result_is_unused(tiny_models, make_request, monkeyp
 
     from pipeline.diffusion import BackdropInpaintPipeline
 
-    # A 9-channel inpainting UNet at strength 1 reads only the masked product's latents: one encode.
+    # A 9-channel inpainting UNet reads the masked product's latents, and the starting image's go into the
+    # first step's noise (strength 1 runs as 0.9999): two encodes, whatever the number of samples.
     calls = count_vae_encodes(tiny_models.pipe, monkeypatch)
     generate(make_request(strength=1.0, samples=2), models=tiny_models)
-    assert len(calls) == 1
+    assert len(calls) == 2
 
     # A 4-channel UNet (a plain SDXL fine-tune) reads the product's latents and never the masked ones.
     config = dict(tiny_models.pipe.unet.config) | {"in_channels": 4}
@@ -184,3 +185,29 @@ def test_the_soft_edge_is_found_once_per_request_and_every_sample_keeps_the_prod
         assert (np.asarray(image)[alpha == 255] == photo[alpha == 255]).all()
     shared = composite_product(photo, alpha, result.intermediates.backgrounds[0])
     assert np.array_equal(np.asarray(shared), np.asarray(result.images[0]))  # the shared edge changes nothing
+
+
+def test_compiled_blocks_last_through_a_sweep_of_requests(tiny_models, make_request, monkeypatch):
+    """BACKDROP_COMPILE=1, with dynamo's "eager" backend: the same tracing, guards and cache as on a GPU,
+    without inductor's code generation. Every block shares one cache of compiled code; these requests add
+    variants (two widths, IP-Adapter weight 0, no guidance, two samples) past torch's default of 8 entries,
+    which with fullgraph=True failed the fourth request."""
+    import torch
+
+    from pipeline.speed import compile_transformer_blocks
+
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)  # torch's default, restored afterwards
+    pipe = copy.deepcopy(tiny_models.pipe)
+    assert all(compile_transformer_blocks(model, backend="eager") > 0 for model in (pipe.unet, pipe.controlnet))
+    compiled = LoadedModels(pipe=pipe, spec=tiny_models.spec, runtime=tiny_models.runtime,
+                            scheduler_config=tiny_models.scheduler_config)
+    try:
+        for changes in ({"ip_adapter_weight": 0.5}, {"ip_adapter_weight": 0.7}, {"ip_adapter_weight": 0.0},
+                        {"guidance_scale": 1.0}, {"samples": 2, "resolution": 80}):
+            request = make_request(seed=11, resolution=64, **changes)
+            result = generate(request, models=compiled)
+        plain = generate(request, models=tiny_models)
+        for a, b in zip(result.images, plain.images):
+            assert np.abs(pixels(a) - pixels(b)).max() <= 2
+    finally:
+        torch._dynamo.reset()
