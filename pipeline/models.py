@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,9 +175,19 @@ def gpu_available() -> bool:
     """Whether this process has a CUDA or MPS GPU. A ZeroGPU Space counts: it lends one per generation."""
     if os.environ.get("SPACES_ZERO_GPU"):
         return True
+    if not _may_have_gpu():  # importing torch to ask takes seconds at start-up; no driver, no GPU
+        return False
     import torch
 
     return _best_device(torch) != "cpu"
+
+
+def _may_have_gpu() -> bool:
+    """False only where no GPU driver shows itself: Linux without NVIDIA (or ROCm, or WSL's) device nodes."""
+    if not sys.platform.startswith("linux"):
+        return True  # macOS may have MPS; elsewhere torch is asked
+    dev = Path("/dev")
+    return any(dev.glob("nvidia*")) or (dev / "kfd").exists() or (dev / "dxg").exists()
 
 
 def no_gpu_warning(model_set: str) -> str | None:

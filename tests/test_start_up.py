@@ -97,6 +97,7 @@ def no_gpu(monkeypatch):
     from pipeline import models
 
     monkeypatch.setattr(models, "_best_device", lambda torch: "cpu")
+    monkeypatch.setattr(models, "_may_have_gpu", lambda: True)  # so torch is asked (and says no)
     monkeypatch.delenv("BACKDROP_DEVICE", raising=False)
     monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
     monkeypatch.setattr(models, "_load", lambda *args: pytest.fail("models were loaded (or downloaded)"))
@@ -139,6 +140,8 @@ def test_the_warning_is_only_for_sdxl_without_a_gpu(no_gpu, monkeypatch):
     monkeypatch.delenv("BACKDROP_DEVICE")
     monkeypatch.setattr(no_gpu, "_best_device", lambda torch: "cuda")
     assert no_gpu.no_gpu_warning("sdxl") is None
+    monkeypatch.setattr(no_gpu, "_may_have_gpu", lambda: False)  # no driver: torch is not even imported
+    assert no_gpu.no_gpu_warning("sdxl").startswith("No GPU found")
 
 
 def test_the_studio_says_so_under_its_title_and_in_the_log(no_gpu, monkeypatch, caplog):
