@@ -12,10 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
+from scenes import camera_photo
 from servers import running_studio
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,20 +32,12 @@ def readme_block(language: str, marker: str) -> str:
     return found[0]
 
 
-def real_size_photo(source: Path, size: tuple[int, int], path: Path) -> None:
-    """An example picture at a camera's size, with a little sensor grain, so its JPEG weighs megabytes."""
-    image = Image.open(source).convert("RGB").resize(size, Image.Resampling.BICUBIC)
-    grain = np.random.default_rng(0).normal(0, 4, (size[1], size[0], 1))
-    pixels = np.clip(np.asarray(image, dtype=np.float32) + grain, 0, 255).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path, quality=92)
-
-
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("photos")
+    (folder / "assets").mkdir()
     for name, size in PHOTO_SIZES.items():
-        real_size_photo(ROOT / name, size, folder / name)
+        shutil.copyfile(camera_photo(Path(name).name, size), folder / name)
     return folder
 
 
