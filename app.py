@@ -210,7 +210,7 @@ class Studio:
 
         built = build_request(values)
         runner = self._runner(values, _session(request), progress)
-        with self._device_line(values):
+        with self._device_line(values, progress):
             result = runner(built)
         paths = save_result(result, self.output_dir, stem=output_stem(values["image"]))  # saved before shown
         gallery = [(str(path), f"seed {seed}") for path, seed in zip(paths, result.seeds)]
@@ -231,7 +231,9 @@ class Studio:
         local = self._runner(values, None, None, backend=BACKENDS[0])
         mode = values["mode"]
         if mode == "Grid":
-            y_axis = None if values["y_axis"] in (None, "", "none") else values["y_axis"]
+            # An empty Y values box means no Y axis, as choosing "none" does.
+            y_axis = None if values["y_axis"] in (None, "", "none") or not (values["y_values"] or "").strip() \
+                else values["y_axis"]
             with self._device_line(values):
                 comparison = sweep.run_grid(
                     base, self._runner(values, None, None), values["x_axis"],
@@ -273,11 +275,17 @@ class Studio:
         return lambda built, **more: generate_on_gpu(built, self.model_set, **(hooks | more))
 
     @staticmethod
-    def _device_line(values: dict[str, Any]) -> Any:
-        """Local work waits in the same line as REST requests; hosted work needs no GPU."""
+    def _device_line(values: dict[str, Any], progress: Any = None) -> Any:
+        """Local work waits in the same line as REST requests, and says so while it waits; hosted work skips it."""
         from contextlib import nullcontext
 
-        return nullcontext() if values.get("backend") == BACKENDS[1] else gpu_queue.slot()
+        if values.get("backend") == BACKENDS[1]:
+            return nullcontext()
+        line = gpu_queue.stats()
+        if progress is not None and line["running"]:
+            ahead = line["running"] + line["waiting"]
+            progress(0.0, desc=f"Waiting for the GPU: {ahead} generation(s) ahead (from this studio or the REST endpoint)")
+        return gpu_queue.slot()
 
     @staticmethod
     def _progress(progress: Any) -> Callable[[Progress], None]:
@@ -753,8 +761,11 @@ def main(argv: list[str] | None = None) -> None:
     if no_gpu := no_gpu_warning(args.model_set):
         log.warning(no_gpu)
     os.environ["BACKDROP_PORT"] = str(args.port)  # for the studio's "Copy as API request"
+    # Gradio's own banner would advise `share=True in launch()`; this says it the way this command takes it.
     demo = launch_studio(host=args.host, port=args.port, model_set=args.model_set, output_dir=args.output_dir,
-                         share=args.share)
+                         share=args.share, quiet=not args.share)
+    print(f"Backdrop studio: http://{args.host}:{args.port}/" + ("" if args.share else " (--share adds a public link)"),
+          flush=True)
     print(f"REST endpoint: POST http://{args.host}:{args.port}/v1/bg-replace (docs at /v1/docs)", flush=True)
     demo.block_thread()
 

@@ -78,11 +78,15 @@ def _denoise(
     total_steps = steps * len(batches)
     done_steps = 0
 
+    reported = [0]  # the last step said: a second-order sampler's two UNet calls of one step say it once
+
     def on_step_end(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
         if should_cancel is not None and should_cancel():
             raise GenerationCancelled("generation was cancelled")
         current = done_steps + denoising_steps_done(step + 1, pipeline.num_timesteps, steps)
-        report(Progress("denoise", min(1.0, current / total_steps), f"Step {current}/{total_steps}"))
+        if current != reported[0]:
+            reported[0] = current
+            report(Progress("denoise", min(1.0, current / total_steps), f"Step {current}/{total_steps}"))
         return tensors
 
     images: list[Image.Image] = []

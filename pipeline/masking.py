@@ -82,7 +82,7 @@ def _new_session(model_name: str) -> Any:
         session = rembg.new_session(model_name)
     except Exception as exc:  # rembg raises whatever its downloader raises when offline
         raise ModelLoadError(
-            f"mask model {model_name!r} could not be loaded ({type(exc).__name__}: {str(exc)[:200]}). "
+            f"mask model {model_name!r} could not be loaded ({_load_failure(exc)}). "
             f"rembg downloads missing models on first use and finds them as $U2NET_HOME/{model_name}.onnx "
             f"or ~/.rembg/models/{model_name}/{model_name}.onnx: connect to the network once, copy the file "
             f"there, or choose another mask_model"
@@ -90,6 +90,15 @@ def _new_session(model_name: str) -> Any:
     if model_name in _HALF_PIXEL_MODELS:
         _tune_u2net_session(session)
     return session
+
+
+def _load_failure(exc: BaseException) -> str:
+    """Why a mask model did not load, in a few words: "no network" for a download that could not connect
+    (whose own text is a long chain of URLs and retries), else its text, cut at a word."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, OSError) and any(sign in text for sign in ("NameResolution", "Max retries", "Failed to establish")):
+        return "the download failed: no network connection"
+    return f"{type(exc).__name__}: " + (text if len(text) <= 200 else text[:200].rsplit(" ", 1)[0] + " …")
 
 
 def _tune_u2net_session(session: Any) -> None:

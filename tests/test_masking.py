@@ -125,8 +125,10 @@ def test_a_model_that_cannot_be_fetched_says_how_to_fix_it(monkeypatch, tmp_path
 
     monkeypatch.setenv("U2NET_HOME", str(tmp_path))  # empty: rembg would have to download (no network here)
     monkeypatch.setattr("pipeline.masking._sessions", {})
-    with pytest.raises(ModelLoadError, match="mask model 'silueta' could not be loaded .*silueta.onnx"):
+    with pytest.raises(ModelLoadError, match="mask model 'silueta' could not be loaded .*silueta.onnx") as caught:
         mask_session("silueta")
+    # Offline, the reason is said in words, not as a chain of URLs and retries cut off mid-word.
+    assert "could not be loaded (the download failed: no network connection)" in str(caught.value)
 
 
 def test_user_mask_overrides_the_model(bottle):
