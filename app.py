@@ -257,8 +257,10 @@ def build_request(values: dict[str, Any]) -> BgReplaceRequest:
 
 
 def _overrides(base: BgReplaceRequest, text: str | None, field: str) -> BgReplaceRequest:
+    from pipeline.request import loads_json
+
     try:
-        changes = json.loads(text or "{}")
+        changes = loads_json(text or "{}", field=field)
     except ValueError as exc:
         raise BackdropError(f"not valid JSON ({exc}); write e.g. {{\"cn_weight\": 0.5}}", field=field) from None
     if not isinstance(changes, dict):
@@ -563,6 +565,15 @@ def _compare_panel(axes: tuple[str, ...]) -> dict[str, Any]:
     return panel
 
 
+def guarded_app_kwargs() -> dict[str, Any]:
+    """The server app's middleware that asks every door for a key when BACKDROP_API_KEYS is set."""
+    from starlette.middleware import Middleware
+
+    from pipeline.access import KeyGuard
+
+    return {"middleware": [Middleware(KeyGuard)]}
+
+
 def launch_studio(
     *, host: str = "127.0.0.1", port: int = 7860, model_set: str | None = None, output_dir: Path | str = "outputs",
     share: bool = False, quiet: bool = False,
@@ -571,7 +582,7 @@ def launch_studio(
     output_dir = Path(output_dir).resolve()
     demo = build_demo(model_set=model_set, output_dir=output_dir)
     demo.launch(server_name=host, server_port=port, share=share, allowed_paths=[str(output_dir)],
-                prevent_thread_lock=True, quiet=quiet)
+                prevent_thread_lock=True, quiet=quiet, app_kwargs=guarded_app_kwargs())
     mount_rest(demo.server_app, model_set=demo.studio.model_set, queue=gpu_queue, host=host)
     return demo
 

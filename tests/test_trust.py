@@ -1,0 +1,132 @@
+"""Issue 18: keys on every door, no drive-by use, and hostile input that ends in a sentence, not a 500."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+
+from scenes import small_asset
+from servers import post_json, running_studio
+from test_app import browser  # noqa: F401  (the fixture: Debian's chromium, as test_app drives it)
+
+ROOT = Path(__file__).resolve().parent.parent
+PRODUCT = small_asset("product-ring.jpg")
+SCENE = small_asset("scene-marble.jpg")
+FAST = {"scheduler": "Euler", "num_inference_steps": 20, "resolution": 64, "mask_model": "u2netp", "seed": 3}
+KEY = "door-key-123"
+
+
+def body(**overrides):
+    images = {"image": base64.b64encode(PRODUCT.read_bytes()).decode(),
+              "ref_image": base64.b64encode(SCENE.read_bytes()).decode()}
+    return images | {"prompt": "gold ring on marble"} | FAST | overrides
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, u2netp_home, tiny_models):
+    with running_studio(tmp_path_factory.mktemp("out")) as url:
+        yield url
+
+
+@pytest.fixture
+def keys(monkeypatch):
+    monkeypatch.setenv("BACKDROP_API_KEYS", f"{KEY}, other-key")
+    return KEY
+
+
+# --- 1. keys on every door --------------------------------------------------------------------------------
+
+def test_with_keys_the_gradio_api_needs_x_api_key(server, keys):
+    from gradio_client import Client, handle_file
+
+    with pytest.raises(Exception):
+        Client(f"{server}/", verbose=False)  # cannot even read the API's description
+    assert requests.post(f"{server}/gradio_api/call/generate", json={"data": []}, timeout=30).status_code == 401
+    assert requests.get(f"{server}/config", timeout=30).status_code == 401
+    client = Client(f"{server}/", verbose=False, headers={"x-api-key": keys})
+    gallery, *_ = client.predict(image=handle_file(str(PRODUCT)), ref_image=handle_file(str(SCENE)),
+                                 prompt="gold ring on marble", num_inference_steps=20, scheduler="Euler",
+                                 mask_model="u2netp", resolution=64, seed=5, api_name="/generate")
+    assert len(gallery) == 1
+
+
+def test_with_keys_the_page_asks_for_one_and_the_right_key_opens_it(server, keys):
+    page = requests.get(f"{server}/", headers={"Accept": "text/html"}, timeout=30)
+    assert 'name="key"' in page.text and "gradio" not in page.text.lower()
+    session = requests.Session()
+    wrong = session.post(f"{server}/backdrop-key", data={"key": "guess"}, timeout=30)
+    assert wrong.status_code == 401 and "not one this server accepts" in wrong.text
+    right = session.post(f"{server}/backdrop-key", data={"key": keys}, timeout=30, allow_redirects=False)
+    assert right.status_code == 303 and "SameSite=Strict" in right.headers["set-cookie"]
+    assert keys not in right.headers["set-cookie"]  # a keyed hash, never the key itself
+    assert session.get(f"{server}/config", timeout=30).status_code == 200
+
+
+def test_without_keys_every_door_is_open_as_before(server, monkeypatch):
+    monkeypatch.delenv("BACKDROP_API_KEYS", raising=False)
+    assert requests.get(f"{server}/config", timeout=30).status_code == 200
+    assert "device" in requests.get(f"{server}/v1/health", timeout=30).json()
+
+
+def test_health_tells_strangers_only_that_the_server_is_up(server, keys):
+    assert requests.get(f"{server}/v1/health", timeout=30).json() == {"status": "ok"}
+    full = requests.get(f"{server}/v1/health", headers={"x-api-key": keys}, timeout=30).json()
+    assert full["model_set"] == "tiny" and "loaded" in full
+
+
+def test_browser_asks_for_the_key_then_generates(browser, server, keys):
+    from playwright.sync_api import expect
+
+    from test_app import fill_inputs
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(f"{server}/")
+    page.locator("#key").fill("a-guess")
+    page.locator("#enter_key").click()
+    expect(page.get_by_text("not one this server accepts")).to_be_visible()
+    page.locator("#key").fill(keys)
+    page.locator("#enter_key").click()
+    page.locator("#generate").wait_for(timeout=30_000)
+    fill_inputs(page, "perfume bottle in a jungle")
+    page.locator("#generate").click()
+    expect(page.locator("#gallery .thumbnail-item")).to_have_count(2, timeout=120_000)
+
+
+# --- 3. no drive-by generation from another site ----------------------------------------------------------
+
+def test_rest_accepts_json_only(server):
+    text = requests.post(f"{server}/v1/bg-replace", data=json.dumps(body()), timeout=60,
+                         headers={"Content-Type": "text/plain"})
+    assert text.status_code == 415 and "application/json" in text.json()["error"]
+    form = requests.post(f"{server}/v1/bg-replace", data={"prompt": "x"}, timeout=60)
+    assert form.status_code == 415
+    assert post_json(f"{server}/v1/bg-replace", body()).status_code == 200
+
+
+def test_cross_origin_calls_to_rest_are_refused_unless_configured(server, monkeypatch):
+    evil = {"Origin": "https://evil.example"}
+    refused = post_json(f"{server}/v1/bg-replace", body(), headers=evil)
+    assert refused.status_code == 403 and "BACKDROP_CORS_ORIGINS" in refused.json()["error"]
+    assert "access-control-allow-origin" not in refused.headers
+    monkeypatch.setenv("BACKDROP_CORS_ORIGINS", "https://shop.example")
+    allowed = post_json(f"{server}/v1/bg-replace", body(), headers={"Origin": "https://shop.example"})
+    assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "https://shop.example"
+    assert post_json(f"{server}/v1/bg-replace", body(), headers=evil).status_code == 403
+
+
+# --- 5. deeply nested JSON --------------------------------------------------------------------------------
+
+def test_deeply_nested_json_is_a_400_not_a_500(server):
+    deep = "[" * 100_000 + "]" * 100_000
+    reply = post_json(f"{server}/v1/bg-replace", '{"prompt": ' + deep + "}")
+    assert reply.status_code == 400 and "nested too deeply" in reply.json()["error"]
+    parsed = post_json(f"{server}/v1/bg-replace", json.dumps(body(seed=json.loads("[" * 500 + "]" * 500))))
+    assert parsed.status_code == 400 and parsed.json()["error"].startswith("seed:")
