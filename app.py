@@ -128,6 +128,7 @@ class Studio:
     def __init__(self, model_set: str, output_dir: Path) -> None:
         self.model_set = model_set
         self.output_dir = output_dir
+        self.only_this_machine = False  # launch_studio: True when it listens on loopback only, without --share
 
     @_user_errors("generate")
     def generate(self, values: dict[str, Any], *, request: gr.Request | None, progress: Any) -> tuple:
@@ -194,9 +195,17 @@ class Studio:
         if progress is not None:
             hooks = {"on_progress": self._progress(progress), "should_cancel": self._cancel_check(session)}
         if (backend or values.get("backend")) == BACKENDS[1]:
-            return lambda built, **more: generate(built, backend="hosted", api_key=values.get("api_key") or None,
-                                                  **(hooks | more))
+            key = self._hosted_key(values)
+            return lambda built, **more: generate(built, backend="hosted", api_key=key, **(hooks | more))
         return lambda built, **more: generate_on_gpu(built, self.model_set, **(hooks | more))
+
+    def _hosted_key(self, values: dict[str, Any]) -> str | None:
+        """The visitor's own key; the server's SEGMIND_API_KEY (None here) only where the operator lends it."""
+        key = (values.get("api_key") or "").strip()
+        if key or lends_server_key(self.only_this_machine):
+            return key or None
+        raise BackdropError("enter your own hosted API key: this studio does not lend its server's SEGMIND_API_KEY "
+                            "to visitors (its operator can, with BACKDROP_STUDIO_SERVER_KEY=1)", field="api_key")
 
     @staticmethod
     def _device_line(values: dict[str, Any]) -> Any:
@@ -223,6 +232,15 @@ class Studio:
                 return (session or "api") in _cancelled_sessions
 
         return should_cancel
+
+
+def lends_server_key(only_this_machine: bool) -> bool:
+    """BACKDROP_STUDIO_SERVER_KEY=1 lends the server's hosted key to every visitor, 0 to none; unset, only
+    a studio that nobody else can reach (loopback, no share link) uses it: there the visitor is the operator."""
+    setting = os.environ.get("BACKDROP_STUDIO_SERVER_KEY", "").strip().lower()
+    if setting:
+        return setting in ("1", "true", "yes")
+    return only_this_machine
 
 
 def _new_folder(parent: Path, name: str) -> Path:
@@ -583,6 +601,7 @@ def launch_studio(
     demo = build_demo(model_set=model_set, output_dir=output_dir)
     demo.launch(server_name=host, server_port=port, share=share, allowed_paths=[str(output_dir)],
                 prevent_thread_lock=True, quiet=quiet, app_kwargs=guarded_app_kwargs())
+    demo.studio.only_this_machine = host in ("127.0.0.1", "localhost", "::1") and not share
     mount_rest(demo.server_app, model_set=demo.studio.model_set, queue=gpu_queue, host=host)
     return demo
 

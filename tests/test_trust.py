@@ -130,3 +130,73 @@ def test_deeply_nested_json_is_a_400_not_a_500(server):
     assert reply.status_code == 400 and "nested too deeply" in reply.json()["error"]
     parsed = post_json(f"{server}/v1/bg-replace", json.dumps(body(seed=json.loads("[" * 500 + "]" * 500))))
     assert parsed.status_code == 400 and parsed.json()["error"].startswith("seed:")
+
+
+# --- 2. the server's hosted key is the operator's to lend ---------------------------------------------------
+
+def studio_values(**overrides):
+    import app
+    from pipeline import FIELDS
+
+    values = {name: FIELDS[name].default for name in app.REQUEST_INPUTS if name in FIELDS}
+    return values | {"image": str(PRODUCT), "ref_image": str(SCENE), "prompt": "gold ring on marble",
+                     "backend": "Hosted API", "api_key": "", "mask_model": "u2netp", "seed": 4} | overrides
+
+
+def test_visitors_spend_the_servers_hosted_key_only_when_the_operator_lends_it(tmp_path, monkeypatch, u2netp_home):
+    import gradio as gr
+
+    import app
+    from fake_segmind import FakeSegmind
+
+    with FakeSegmind(api_key="server-secret") as service:
+        monkeypatch.setenv("SEGMIND_API_URL", service.url)
+        monkeypatch.setenv("SEGMIND_API_KEY", "server-secret")
+        monkeypatch.delenv("BACKDROP_STUDIO_SERVER_KEY", raising=False)
+        studio = app.Studio("tiny", tmp_path)
+        with pytest.raises(gr.Error, match="api_key: enter your own hosted API key.*BACKDROP_STUDIO_SERVER_KEY=1"):
+            studio.generate(studio_values(), request=None, progress=None)
+        assert service.requests == []
+        monkeypatch.setenv("SEGMIND_API_KEY", "wrong-server-key")  # the visitor's own key is used, not the server's
+        service.api_key = "visitor-key"
+        studio.generate(studio_values(api_key="visitor-key"), request=None, progress=None)
+        monkeypatch.setenv("SEGMIND_API_KEY", "server-secret")
+        service.api_key = "server-secret"
+        monkeypatch.setenv("BACKDROP_STUDIO_SERVER_KEY", "1")
+        studio.generate(studio_values(), request=None, progress=None)
+        monkeypatch.delenv("BACKDROP_STUDIO_SERVER_KEY")
+        studio.only_this_machine = True  # a studio on 127.0.0.1 without --share: the visitor is the operator
+        studio.generate(studio_values(), request=None, progress=None)
+        assert [seen["headers"]["x-api-key"] for seen in service.requests] == ["visitor-key", "server-secret",
+                                                                               "server-secret"]
+
+
+# --- 5, 6. Load settings and Compare's A/B settings ----------------------------------------------------------
+
+def test_load_settings_and_ab_settings_answer_deep_json_with_the_field(tmp_path):
+    import gradio as gr
+
+    import app
+    from pipeline import BackdropError, BgReplaceRequest
+
+    sidecar = tmp_path / "deep.json"
+    sidecar.write_text('{"request": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(gr.Error, match="settings: the JSON is nested too deeply"):
+        app.load_settings(str(sidecar))
+    base = BgReplaceRequest(image=PRODUCT, ref_image=SCENE, prompt="x")
+    with pytest.raises(BackdropError, match="settings_a: the JSON is nested too deeply"):
+        app._overrides(base, "[" * 100_000, "settings_a")
+
+
+@pytest.mark.parametrize(("seed", "message"), [(10**30, "seed: 1000000000000000000000000000000 is out of range"),
+                                               (-5, "seed: -5 is out of range"),
+                                               (True, "seed: True is a bool, not a number")])
+def test_load_settings_checks_the_seed_like_a_request(tmp_path, seed, message):
+    import gradio as gr
+
+    import app
+
+    sidecar = tmp_path / "result.json"
+    sidecar.write_text(json.dumps({"request": {"prompt": "x", "seed": -1}, "seeds": [1], "index": 0, "seed": seed}))
+    with pytest.raises(gr.Error, match=message):
+        app.load_settings(str(sidecar))
