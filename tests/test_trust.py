@@ -200,3 +200,55 @@ def test_load_settings_checks_the_seed_like_a_request(tmp_path, seed, message):
     sidecar.write_text(json.dumps({"request": {"prompt": "x", "seed": -1}, "seeds": [1], "index": 0, "seed": seed}))
     with pytest.raises(gr.Error, match=message):
         app.load_settings(str(sidecar))
+
+
+# --- 4. the hosted key stays with the hosted service ---------------------------------------------------------
+
+class _Redirector(BaseHTTPRequestHandler):
+    target = ""
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(307)
+        self.send_header("Location", self.target)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@pytest.fixture
+def redirector():
+    host = ThreadingHTTPServer(("127.0.0.2", 0), _Redirector)
+    threading.Thread(target=host.serve_forever, daemon=True).start()
+    yield host
+    host.shutdown()
+    host.server_close()
+
+
+def test_the_hosted_key_never_follows_a_redirect_to_another_host(redirector, make_request):
+    from fake_segmind import FakeSegmind
+    from pipeline.hosted import HostedAPIError, HostedSettings, generate_hosted
+
+    with FakeSegmind(api_key="sk-hosted-secret") as elsewhere:
+        _Redirector.target = elsewhere.url
+        settings = HostedSettings(url=f"http://127.0.0.2:{redirector.server_address[1]}/v1/bg-replace",
+                                  api_key="sk-hosted-secret", timeout=5, backoff=0.01)
+        with pytest.raises(HostedAPIError, match=r"redirected to another host \(http://127.0.0.1:\d+\); the key is "
+                                                 r"not sent there.*SEGMIND_API_URL"):
+            generate_hosted(make_request(), settings=settings)
+        assert elsewhere.requests == []
+
+
+def test_a_service_error_quoting_the_key_is_masked_before_it_is_shortened(make_request):
+    from fake_segmind import FakeSegmind
+    from pipeline.hosted import HostedAPIError, HostedSettings, generate_hosted
+
+    secret = "sk-live-0123456789abcdef"
+    with FakeSegmind(api_key=secret) as service:
+        service.script = [400]
+        service.error_body = {"error": "x" * 290 + " " + secret}  # the key straddles the 300-character cut
+        with pytest.raises(HostedAPIError) as caught:
+            generate_hosted(make_request(), settings=HostedSettings(url=service.url, api_key=secret, timeout=5))
+    assert secret[:6] not in str(caught.value) and "***" in str(caught.value)
