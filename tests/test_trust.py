@@ -252,3 +252,53 @@ def test_a_service_error_quoting_the_key_is_masked_before_it_is_shortened(make_r
         with pytest.raises(HostedAPIError) as caught:
             generate_hosted(make_request(), settings=HostedSettings(url=service.url, api_key=secret, timeout=5))
     assert secret[:6] not in str(caught.value) and "***" in str(caught.value)
+
+
+# --- 7. a URL image host that trickles or breaks off ---------------------------------------------------------
+
+class _BadImageHost(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        if self.path == "/trickle.jpg":
+            try:
+                for _ in range(40):  # one byte every 0.25 s: each read succeeds, the whole never arrives
+                    self.wfile.write(b"\xff")
+                    self.wfile.flush()
+                    time.sleep(0.25)
+            except OSError:
+                pass  # Backdrop hung up, as it should
+        else:
+            self.wfile.write(PRODUCT.read_bytes()[:5000])  # then the connection closes: 95 kB short
+
+
+@pytest.fixture
+def bad_image_host(monkeypatch):
+    host = ThreadingHTTPServer(("127.0.0.2", 0), _BadImageHost)
+    threading.Thread(target=host.serve_forever, daemon=True).start()
+    monkeypatch.setenv("BACKDROP_ALLOW_URLS", "1")
+    monkeypatch.setenv("BACKDROP_URL_ALLOW_NETWORKS", "127.0.0.2/32")
+    yield f"http://127.0.0.2:{host.server_address[1]}"
+    host.shutdown()
+    host.server_close()
+
+
+def test_a_trickling_image_host_is_cut_off_at_the_whole_download_limit(server, bad_image_host, monkeypatch):
+    from pipeline import fetch
+
+    monkeypatch.setattr(fetch, "TOTAL_TIMEOUT", 2.0)
+    started = time.monotonic()
+    reply = post_json(f"{server}/v1/bg-replace", body(image=f"{bad_image_host}/trickle.jpg"))
+    assert reply.status_code == 400 and reply.json()["error"] == "image: fetching the image took longer than 2 s"
+    assert time.monotonic() - started < 6
+
+
+def test_a_download_cut_short_is_a_400_naming_the_field(server, bad_image_host):
+    reply = post_json(f"{server}/v1/bg-replace", body(ref_image=f"{bad_image_host}/short.jpg"))
+    assert reply.status_code == 400
+    assert reply.json()["error"].startswith("ref_image: the download broke off after 5000 bytes")
