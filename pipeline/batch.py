@@ -23,7 +23,7 @@ from typing import Any, Callable
 from .cli import OneLineParser, add_request_flags, make_runner, request_values
 from .errors import BackdropError
 from .masking import find_product_ahead
-from .outputs import save_result, write_atomically
+from .outputs import check_out_folder, save_result, write_atomically
 from .prepare import Reuse
 from .request import FIELDS, BgReplaceRequest
 
@@ -95,6 +95,7 @@ def run_batch(args: argparse.Namespace) -> int:
         raise BackdropError(f"{args.jobs} is out of range; expected 1 to {MAX_JOBS}", field="jobs")
     base = _base_fields(args)
     out = Path(args.out)
+    check_out_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     for leftover in out.glob(".*.part"):  # an image a killed run was writing: never given a final name
         leftover.unlink(missing_ok=True)

@@ -7,6 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from .errors import BackdropError
 from .metadata import encode_with_metadata
 from .result import BgReplaceResult
 
@@ -26,6 +27,22 @@ def write_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def check_out_folder(folder: Path) -> None:
+    """Refuse an ``--out`` that cannot hold results before any work is done, not after the images are made:
+    it (or a folder above it) is a file, or is not writable."""
+    folder = Path(folder)
+    for existing in (folder, *folder.parents):
+        if not existing.exists():
+            continue
+        if not existing.is_dir():
+            where = "is a file" if existing == folder else f"is inside {existing}, which is a file"
+            raise BackdropError(f"{folder} {where}; give a folder for the results (it is made if missing)",
+                                field="--out")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise BackdropError(f"cannot write into {existing}; give a folder you can write to", field="--out")
+        return
 
 
 def save_result(result: BgReplaceResult, out_dir: Path, stem: str = "backdrop") -> list[Path]:

@@ -302,3 +302,43 @@ def test_a_download_cut_short_is_a_400_naming_the_field(server, bad_image_host):
     reply = post_json(f"{server}/v1/bg-replace", body(ref_image=f"{bad_image_host}/short.jpg"))
     assert reply.status_code == 400
     assert reply.json()["error"].startswith("ref_image: the download broke off after 5000 bytes")
+
+
+# --- 8. --out that is a file ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", [[], ["batch"]])
+def test_out_pointing_at_a_file_is_refused_before_any_work(tmp_path, command):
+    import subprocess
+    import sys
+
+    taken = tmp_path / "results.jpg"
+    taken.write_bytes(b"not a folder")
+    image = ["--image", str(PRODUCT)] if not command else [str(PRODUCT.parent)]
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "pipeline", *command, *image, "--ref", str(SCENE), "--prompt", "x",
+                           "--model-set", "tiny", "--out", str(taken / "sub" if command else taken)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("backdrop: error: --out: ") and "a file; give a folder" in done.stderr
+    assert "[load]" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert taken.read_bytes() == b"not a folder" and time.monotonic() - started < 60
+
+
+# --- 9. preset names -------------------------------------------------------------------------------------------
+
+def test_long_and_colliding_preset_names_get_a_message_never_an_overwrite(tmp_path, monkeypatch):
+    import gradio as gr
+
+    import app
+    from pipeline.presets import get_preset, save_user_preset
+
+    monkeypatch.setenv("BACKDROP_PRESETS_DIR", str(tmp_path))
+    with pytest.raises(gr.Error, match="preset_name: 300 characters is too long; at most 80"):
+        app.save_preset("shoe" * 75, *[None] * len(app.SETTING_INPUTS))
+    save_user_preset("My Shoes", {"cn_weight": 0.8})
+    with pytest.raises(Exception, match=r"preset_name: 'my shoes' would be saved as my-shoes.json, which already "
+                                        r"holds the preset 'My Shoes'; choose another name"):
+        save_user_preset("my shoes", {"cn_weight": 0.3})
+    assert get_preset("my-shoes").settings["cn_weight"] == 0.8
+    save_user_preset("My Shoes", {"cn_weight": 0.7})  # the same name again updates it
+    assert get_preset("my-shoes").settings["cn_weight"] == 0.7
