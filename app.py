@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import functools
 import inspect
-import json
 import logging
 import os
 import threading

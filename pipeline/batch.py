@@ -200,10 +200,11 @@ def plan_items(args: argparse.Namespace, out: Path) -> list[Item]:
         raise BackdropError(f"{out} is the input folder itself: its results would be read as photos on the next run; "
                             "give a folder beside or inside it", field="--out")
     fields = _checked_fields(base, decoded)
+    results_inside_inputs = out_folder.is_relative_to(root)
     items = []
     for path in find_inputs(args.inputs):
         absolute = Path(os.path.abspath(path))
-        if absolute.is_relative_to(out_folder):
+        if results_inside_inputs and absolute.is_relative_to(out_folder):
             continue  # an earlier run's result inside the input folder is not a product photo
         relative = absolute.relative_to(root) if absolute.is_relative_to(root) else Path(path.name)
         items.append(_item(path, relative, _key(path), fields, base, args, str(relative)))

@@ -109,8 +109,8 @@ def mount_rest(server_app: Any, *, model_set: str, queue: GenerationQueue, host:
     api = create_rest_app(model_set=model_set, queue=queue)
     server_app.mount("/v1", api)
     if host not in ("127.0.0.1", "localhost", "::1") and not api_keys():
-        log.warning("the REST endpoint listens on %s without BACKDROP_API_KEYS: anyone who can reach it can "
-                    "use your GPU; set BACKDROP_API_KEYS=key1,key2 to require a key", host)
+        log.warning("the studio and its REST endpoint listen on %s without BACKDROP_API_KEYS: anyone who can "
+                    "reach them can use your GPU; set BACKDROP_API_KEYS=key1,key2 to require a key", host)
     return api
 
 

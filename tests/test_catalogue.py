@@ -170,3 +170,9 @@ def test_items_are_checked_before_the_first_image_with_the_row_in_every_message(
     with pytest.raises(BackdropError, match="^--items: " + message):
         run("--items", str(items), "--ref", str(REFERENCE), "--out", str(tmp_path / "out"))
     assert service.requests == [] and not (tmp_path / "out").exists()
+
+
+def test_an_out_folder_above_the_inputs_still_finds_them(service, tmp_path):
+    shots = photos(tmp_path / "shots", "a.jpg")
+    assert run(str(shots), "--ref", str(REFERENCE), "--prompt", "on a deck", "--out", str(tmp_path)) == 0
+    assert (tmp_path / "a_7.jpg").is_file()
