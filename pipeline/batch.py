@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import glob
 import hashlib
 import json
@@ -193,7 +194,7 @@ def plan_items(args: argparse.Namespace, out: Path) -> list[Item]:
     base = _base_fields(args)
     decoded: dict[Any, Any] = {}  # each reference and mask file decoded once, shared by every item using it
     if args.items:
-        return _items_from_file(args, base, decoded, out)
+        return _items_from_file(args, base, decoded)
     root = input_root(args.inputs)
     out_folder = Path(os.path.abspath(out))
     if out_folder == root:
@@ -213,7 +214,7 @@ def plan_items(args: argparse.Namespace, out: Path) -> list[Item]:
     return items
 
 
-def _items_from_file(args: argparse.Namespace, base: dict[str, Any], decoded: dict[Any, Any], out: Path) -> list[Item]:
+def _items_from_file(args: argparse.Namespace, base: dict[str, Any], decoded: dict[Any, Any]) -> list[Item]:
     from .items import read_items
     from .presets import get_preset
 
@@ -255,8 +256,13 @@ def _fingerprint(value: Any) -> str | None:
     if value is None or value == "":
         return None
     if isinstance(value, (str, Path)) and Path(value).is_file():
-        return hashlib.sha256(Path(value).read_bytes()).hexdigest()[:16]
+        return _file_hash(str(Path(value).resolve()))
     return str(value)
+
+
+@functools.lru_cache(maxsize=256)  # one reference serves a whole catalogue: read it once, not per item
+def _file_hash(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def items_to_make(items: list[Item], manifest: Manifest, out: Path, *, redo: bool) -> list[Item]:
