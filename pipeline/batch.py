@@ -106,9 +106,10 @@ class Manifest:
                     continue  # a line cut short by a crash: that item simply runs again
                 if isinstance(row, dict) and "input" in row:
                     self.rows[row["input"]] = row
-            self._compact()
+            self.compact()
 
-    def _compact(self) -> None:
+    def compact(self) -> None:
+        """Rewrite the file with one line per item (its last), dropping superseded and torn lines."""
         text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in self.rows.values())
         write_atomically(self.path, text.encode("utf-8"))
 
@@ -171,10 +172,12 @@ def run_batch(args: argparse.Namespace) -> int:
         _run_all(todo, work, jobs, lambda row: (manifest.record(row), bar.advance(row)), look_ahead)
     except KeyboardInterrupt:
         bar.finish()
+        manifest.compact()
         print(f"backdrop: interrupted; {MANIFEST} holds every finished item, rerun the same command to resume",
               file=sys.stderr)
         return 130
     bar.finish()
+    manifest.compact()  # one line per item again: each made item's "writing" line is superseded by its result
     done = sum(1 for item in items if manifest.is_done(item.key))
     failed = len(items) - done
     finished = time.perf_counter()
