@@ -176,3 +176,12 @@ def test_an_out_folder_above_the_inputs_still_finds_them(service, tmp_path):
     shots = photos(tmp_path / "shots", "a.jpg")
     assert run(str(shots), "--ref", str(REFERENCE), "--prompt", "on a deck", "--out", str(tmp_path)) == 0
     assert (tmp_path / "a_7.jpg").is_file()
+
+
+def test_a_manifest_from_before_made_with_was_recorded_compares_its_request():
+    from pipeline.batch import _differences
+
+    settings = {"prompt": "on a deck", "cn_weight": 0.9, "seed": -1}
+    made_with = {"settings": settings, "ref_image": "abc", "mask": None, "backend": "local", "model_set": "sdxl"}
+    assert _differences({"request": dict(settings)}, made_with) == []  # same command: skipped as before
+    assert _differences({"request": settings | {"prompt": "x"}}, made_with) == ["prompt: 'x' -> 'on a deck'"]
