@@ -203,10 +203,11 @@ def plan_items(args: argparse.Namespace, out: Path) -> list[Item]:
     if out_folder == root:
         raise BackdropError(f"{out} is the input folder itself: its results would be read as photos on the next run; "
                             "give a folder beside or inside it", field="--out")
+    paths = find_inputs(args.inputs)  # no photos at all is the first thing to say
     fields = _checked_fields(base, decoded)
     results_inside_inputs = out_folder.is_relative_to(root)
     items = []
-    for path in find_inputs(args.inputs):
+    for path in paths:
         absolute = Path(os.path.abspath(path))
         if results_inside_inputs and absolute.is_relative_to(out_folder):
             continue  # an earlier run's result inside the input folder is not a product photo
