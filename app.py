@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import functools
 import inspect
-import json
 import logging
 import os
 import re
@@ -202,6 +201,7 @@ class Studio:
     def __init__(self, model_set: str, output_dir: Path) -> None:
         self.model_set = model_set
         self.output_dir = output_dir
+        self.only_this_machine = False  # launch_studio: True when it listens on loopback only, without --share
 
     @_user_errors("generate", outputs=4)
     def generate(self, values: dict[str, Any], *, request: gr.Request | None, progress: Any) -> tuple:
@@ -270,9 +270,17 @@ class Studio:
         if progress is not None:
             hooks = {"on_progress": self._progress(progress), "should_cancel": self._cancel_check(session)}
         if (backend or values.get("backend")) == BACKENDS[1]:
-            return lambda built, **more: generate(built, backend="hosted", api_key=values.get("api_key") or None,
-                                                  **(hooks | more))
+            key = self._hosted_key(values)
+            return lambda built, **more: generate(built, backend="hosted", api_key=key, **(hooks | more))
         return lambda built, **more: generate_on_gpu(built, self.model_set, **(hooks | more))
+
+    def _hosted_key(self, values: dict[str, Any]) -> str | None:
+        """The visitor's own key; the server's SEGMIND_API_KEY (None here) only where the operator lends it."""
+        key = (values.get("api_key") or "").strip()
+        if key or lends_server_key(self.only_this_machine):
+            return key or None
+        raise BackdropError("enter your own hosted API key: this studio does not lend its server's SEGMIND_API_KEY "
+                            "to visitors (its operator can, with BACKDROP_STUDIO_SERVER_KEY=1)", field="api_key")
 
     @staticmethod
     def _device_line(values: dict[str, Any], progress: Any = None) -> Any:
@@ -305,6 +313,15 @@ class Studio:
                 return (session or "api") in _cancelled_sessions
 
         return should_cancel
+
+
+def lends_server_key(only_this_machine: bool) -> bool:
+    """BACKDROP_STUDIO_SERVER_KEY=1 lends the server's hosted key to every visitor, 0 to none; unset, only
+    a studio that nobody else can reach (loopback, no share link) uses it: there the visitor is the operator."""
+    setting = os.environ.get("BACKDROP_STUDIO_SERVER_KEY", "").strip().lower()
+    if setting:
+        return setting in ("1", "true", "yes")
+    return only_this_machine
 
 
 def _new_folder(parent: Path, name: str) -> Path:
@@ -346,8 +363,10 @@ def build_request(values: dict[str, Any]) -> BgReplaceRequest:
 
 
 def _overrides(base: BgReplaceRequest, text: str | None, field: str) -> BgReplaceRequest:
+    from pipeline.request import loads_json
+
     try:
-        changes = json.loads(text or "{}")
+        changes = loads_json(text or "{}", field=field)
     except ValueError as exc:
         raise BackdropError(f"not valid JSON ({exc}); write e.g. {{\"cn_weight\": 0.5}}", field=field) from None
     if not isinstance(changes, dict):
@@ -667,7 +686,7 @@ def _input_panel(inputs: dict[str, Any], presets: dict[str, Any]) -> None:
         inputs["backend"] = gr.Radio(list(BACKENDS), value=BACKENDS[0], label=LABELS["backend"], elem_id="backend")
         # Shown only with the Hosted API chosen (see build_demo): a key field beside Local GPU asks for nothing.
         inputs["api_key"] = gr.Textbox(label=LABELS["api_key"], type="password", elem_id="api_key",
-                                       placeholder="or set SEGMIND_API_KEY", visible=False)
+                                       placeholder="your own key (the server's SEGMIND_API_KEY only where lent)", visible=False)
     inputs["preset_note"] = gr.Markdown(presets["default"].description if "default" in presets else "")
     with gr.Accordion("Product mask (optional)", open=False):
         inputs["mask"] = ImageUpload(label=LABELS["mask"], type="filepath", image_mode=None,
@@ -726,6 +745,15 @@ def _compare_panel(axes: tuple[str, ...]) -> dict[str, Any]:
     return panel
 
 
+def guarded_app_kwargs() -> dict[str, Any]:
+    """The server app's middleware that asks every door for a key when BACKDROP_API_KEYS is set."""
+    from starlette.middleware import Middleware
+
+    from pipeline.access import KeyGuard
+
+    return {"middleware": [Middleware(KeyGuard)]}
+
+
 def launch_studio(
     *, host: str = "127.0.0.1", port: int = 7860, model_set: str | None = None, output_dir: Path | str = "outputs",
     share: bool = False, quiet: bool = False,
@@ -734,7 +762,8 @@ def launch_studio(
     output_dir = Path(output_dir).resolve()
     demo = build_demo(model_set=model_set, output_dir=output_dir)
     demo.launch(server_name=host, server_port=port, share=share, allowed_paths=[str(output_dir)],
-                prevent_thread_lock=True, quiet=quiet)
+                prevent_thread_lock=True, quiet=quiet, app_kwargs=guarded_app_kwargs())
+    demo.studio.only_this_machine = host in ("127.0.0.1", "localhost", "::1") and not share
     mount_rest(demo.server_app, model_set=demo.studio.model_set, queue=gpu_queue, host=host)
     return demo
 

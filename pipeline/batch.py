@@ -9,13 +9,17 @@ image ever carries a final name.
 from __future__ import annotations
 
 import argparse
+import collections
+import functools
 import glob
+import hashlib
 import json
 import os
 import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -23,9 +27,9 @@ from typing import Any, Callable
 from .cli import OneLineParser, add_request_flags, make_runner, request_values
 from .errors import BackdropError
 from .masking import find_product_ahead
-from .outputs import save_result, write_atomically
+from .outputs import check_out_folder, plan_paths, write_atomically, write_result
 from .prepare import Reuse
-from .request import FIELDS, BgReplaceRequest
+from .request import FIELDS, IMAGE_FIELDS, BgReplaceRequest
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 MAX_JOBS = 8
@@ -34,11 +38,19 @@ MANIFEST = "manifest.jsonl"
 
 def build_batch_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m pipeline batch",
-                           description="Replace the background of every product photo in a folder or glob.")
-    parser.add_argument("inputs", help="A folder of product photos, or a quoted glob such as 'shots/**/*.jpg'.")
+                           description="Replace the background of every product photo in a folder or glob, "
+                                       "or of every row of an --items file.")
+    parser.add_argument("inputs", nargs="?",
+                        help="A folder of product photos, or a quoted glob such as 'shots/**/*.jpg'.")
+    parser.add_argument("--items", type=Path, metavar="FILE",
+                        help="A .csv or .jsonl file: one row per product, its image and any request field "
+                             "(prompt, ref_image, seed, preset, ...); flags give the rest.")
     parser.add_argument("--preset", help="A preset's name (see presets/); flags given here override it.")
     parser.add_argument("--jobs", type=int, default=1, metavar="N",
                         help=f"Hosted calls at once (1..{MAX_JOBS}). Local work always runs one image at a time.")
+    parser.add_argument("--redo", action="store_true",
+                        help="Make items already in --out again when their settings changed (their old images "
+                             "are replaced); without it such a rerun is refused.")
     add_request_flags(parser, ref_required=False)
     return parser
 
@@ -51,6 +63,32 @@ def find_inputs(pattern: str) -> list[Path]:
     if not images:
         raise BackdropError(f"no product photos ({', '.join(sorted(IMAGE_SUFFIXES))}) in {pattern!r}", field="inputs")
     return images
+
+
+def input_root(pattern: str) -> Path:
+    """The folder a pattern's matches are relative to: the folder itself, or a glob's part before its first
+    wildcard (``shots/**/*.jpg`` -> ``shots``). Results mirror the folders below it."""
+    folder = Path(pattern).expanduser()
+    if folder.is_dir():
+        return Path(os.path.abspath(folder))
+    fixed = []
+    for part in Path(pattern).expanduser().parts:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    return Path(os.path.abspath(Path(*fixed) if fixed else Path.cwd()))
+
+
+@dataclass(frozen=True)
+class Item:
+    """One product to make: its photo, where its results go and the request fields it is made with."""
+
+    path: Path
+    relative: Path  # the photo's path below the input folder: its results go to the same folders under --out
+    key: str  # the manifest's name for it
+    fields: dict[str, Any]  # checked request fields, all but the image
+    made_with: dict[str, Any]  # what the manifest records, and what a rerun compares
+    label: str  # what progress lines show
 
 
 class Manifest:
@@ -68,15 +106,28 @@ class Manifest:
                     continue  # a line cut short by a crash: that item simply runs again
                 if isinstance(row, dict) and "input" in row:
                     self.rows[row["input"]] = row
-            self._compact()
+            self.compact()
 
-    def _compact(self) -> None:
+    def compact(self) -> None:
+        """Rewrite the file with one line per item (its last), dropping superseded and torn lines."""
         text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in self.rows.values())
         write_atomically(self.path, text.encode("utf-8"))
 
     def is_done(self, key: str) -> bool:
         row = self.rows.get(key)
         return bool(row and row.get("status") == "done" and all(Path(p).exists() for p in row.get("outputs", [])))
+
+    def remove_unfinished_writes(self) -> int:
+        """Delete the images of items a killed run was writing (recorded as "writing", never "done"): the
+        rerun makes them again under the same names, so no item ever ends up with two sets of images."""
+        removed = 0
+        for row in self.rows.values():
+            if row.get("status") == "writing":
+                for output in row.get("outputs", []):
+                    for path in (Path(output), Path(output).with_suffix(".json")):
+                        removed += path.exists()
+                        path.unlink(missing_ok=True)
+        return removed
 
     def record(self, row: dict[str, Any]) -> None:
         with self._lock:
@@ -90,40 +141,45 @@ class Manifest:
 
 def run_batch(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    inputs = find_inputs(args.inputs)
     if not 1 <= args.jobs <= MAX_JOBS:
         raise BackdropError(f"{args.jobs} is out of range; expected 1 to {MAX_JOBS}", field="jobs")
-    base = _base_fields(args)
     out = Path(args.out)
+    check_out_folder(out)
+    items = plan_items(args, out)  # every photo found and every value checked before the first image
     out.mkdir(parents=True, exist_ok=True)
-    for leftover in out.glob(".*.part"):  # an image a killed run was writing: never given a final name
+    for leftover in out.rglob(".*.part"):  # an image a killed run was writing: never given a final name
         leftover.unlink(missing_ok=True)
     manifest = Manifest(out / MANIFEST)
-    todo = [path for path in inputs if not manifest.is_done(_key(path))]
-    skipped = len(inputs) - len(todo)
+    manifest.remove_unfinished_writes()
+    todo = items_to_make(items, manifest, out, redo=args.redo)
+    skipped = len(items) - len(todo)
+    _announce(args, items, todo, out)
     # Loads local models before the bar's clock starts; a rerun with nothing left to do loads nothing.
-    runner = make_runner(args, lambda progress: None) if todo else None
+    runner = make_runner(args, _load_printer(args.quiet)) if todo else None
     loaded = time.perf_counter()
     bar = _ProgressBar(len(todo), skipped, quiet=args.quiet)
-    reuse = Reuse()  # the reference's and the prompt's embeddings serve every item
-    work = lambda path: _process(path, base, runner, reuse, out)  # noqa: E731
+    reuse = Reuse()  # the references' and the prompts' embeddings serve every item that shares them
+    writer = _Writer(manifest, out)
+    work = lambda item: _process(item, runner, reuse, writer)  # noqa: E731
     jobs = args.jobs if args.backend == "hosted" else 1
     if args.jobs > 1 and args.backend != "hosted" and not args.quiet:
         print("backdrop: --jobs applies to hosted calls; local images run one at a time on the GPU", file=sys.stderr)
     look_ahead = None
-    if todo and not base.get("mask") and _generation_leaves_the_cpu_free(args):  # see _run_in_turn
-        mask_model = base.get("mask_model") or FIELDS["mask_model"].current_default()
-        look_ahead = lambda path: find_product_ahead(path, mask_model)  # noqa: E731
+    if todo and _generation_leaves_the_cpu_free(args):  # see _run_in_turn
+        look_ahead = lambda item: None if item.fields.get("mask") else find_product_ahead(  # noqa: E731
+            item.path, item.fields.get("mask_model") or FIELDS["mask_model"].current_default())
     try:
         _run_all(todo, work, jobs, lambda row: (manifest.record(row), bar.advance(row)), look_ahead)
     except KeyboardInterrupt:
         bar.finish()
+        manifest.compact()
         print(f"backdrop: interrupted; {MANIFEST} holds every finished item, rerun the same command to resume",
               file=sys.stderr)
         return 130
     bar.finish()
-    done = sum(1 for path in inputs if manifest.is_done(_key(path)))
-    failed = len(inputs) - done
+    manifest.compact()  # one line per item again: each made item's "writing" line is superseded by its result
+    done = sum(1 for item in items if manifest.is_done(item.key))
+    failed = len(items) - done
     finished = time.perf_counter()
     made = done - skipped
     per_image = ""
@@ -132,6 +188,138 @@ def run_batch(args: argparse.Namespace) -> int:
     print(f"backdrop: {made} done, {skipped} skipped (already done), {failed} failed, "
           f"{finished - started:.1f} s{per_image}; manifest: {manifest.path}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def plan_items(args: argparse.Namespace, out: Path) -> list[Item]:
+    """The photos to make, from a folder/glob or an --items file, each with its checked request fields."""
+    if bool(args.inputs) == bool(args.items):
+        raise BackdropError("give a folder or glob of product photos, or --items FILE (not both)", field="inputs")
+    base = _base_fields(args)
+    decoded: dict[Any, Any] = {}  # each reference and mask file decoded once, shared by every item using it
+    if args.items:
+        return _items_from_file(args, base, decoded)
+    root = input_root(args.inputs)
+    out_folder = Path(os.path.abspath(out))
+    if out_folder == root:
+        raise BackdropError(f"{out} is the input folder itself: its results would be read as photos on the next run; "
+                            "give a folder beside or inside it", field="--out")
+    paths = find_inputs(args.inputs)  # no photos at all is the first thing to say
+    fields = _checked_fields(base, decoded)
+    results_inside_inputs = out_folder.is_relative_to(root)
+    items = []
+    for path in paths:
+        absolute = Path(os.path.abspath(path))
+        if results_inside_inputs and absolute.is_relative_to(out_folder):
+            continue  # an earlier run's result inside the input folder is not a product photo
+        relative = absolute.relative_to(root) if absolute.is_relative_to(root) else Path(path.name)
+        items.append(_item(path, relative, _key(path), fields, base, args, str(relative)))
+    if not items:
+        raise BackdropError(f"no product photos in {args.inputs!r} outside --out", field="inputs")
+    return items
+
+
+def _items_from_file(args: argparse.Namespace, base: dict[str, Any], decoded: dict[Any, Any]) -> list[Item]:
+    from .items import read_items
+    from .presets import get_preset
+
+    source = Path(args.items)
+    items, seen = [], collections.Counter()
+    for row in read_items(source):
+        where = row.where(source)
+        try:
+            fields = dict(base)
+            if row.values.get("preset"):
+                preset = get_preset(str(row.values["preset"]))
+                fields |= preset.settings | ({"ref_image": preset.reference} if preset.reference else {})
+            fields |= {name: value for name, value in row.values.items() if name not in ("image", "preset")}
+            checked = _checked_fields(fields, decoded)
+        except BackdropError as error:
+            raise BackdropError(f"{where}: {error}", field="--items") from None
+        path = row.values["image"]
+        seen[_key(path)] += 1  # one photo may appear in several rows (other prompts): each is its own item
+        key = _key(path) + (f"#{seen[_key(path)]}" if seen[_key(path)] > 1 else "")
+        absolute = Path(os.path.abspath(path))
+        folder = Path(os.path.abspath(source.parent))
+        relative = absolute.relative_to(folder) if absolute.is_relative_to(folder) else Path(path.name)
+        items.append(_item(path, relative, key, checked, fields, args, f"row {row.number} {relative}"))
+    return items
+
+
+def _item(path: Path, relative: Path, key: str, checked: dict[str, Any], raw: dict[str, Any],
+          args: argparse.Namespace, label: str) -> Item:
+    settings = {name: checked.get(name, FIELDS[name].default) for name in FIELDS if name not in IMAGE_FIELDS}
+    made_with = {"settings": settings, "ref_image": _fingerprint(raw.get("ref_image")),
+                 "mask": _fingerprint(raw.get("mask")), "backend": args.backend,
+                 "model_set": args.model_set if args.backend == "local" else None}
+    return Item(Path(path), relative, key, checked, made_with, label)
+
+
+def _fingerprint(value: Any) -> str | None:
+    """What identifies a reference or mask file across runs: its bytes' hash (a new picture under the old
+    name is a change)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (str, Path)) and Path(value).is_file():
+        return _file_hash(str(Path(value).resolve()))
+    return str(value)
+
+
+@functools.lru_cache(maxsize=256)  # one reference serves a whole catalogue: read it once, not per item
+def _file_hash(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def items_to_make(items: list[Item], manifest: Manifest, out: Path, *, redo: bool) -> list[Item]:
+    """Items not yet done. An item done with other settings is made again only with --redo: a rerun with a
+    new prompt or reference must never skip it silently as if it were done."""
+    todo, changed = [], []
+    for item in items:
+        if not manifest.is_done(item.key):
+            todo.append(item)
+            continue
+        differences = _differences(manifest.rows[item.key], item.made_with)
+        if differences:
+            changed.append((item, differences))
+            todo.append(item)
+    if changed and not redo:
+        item, differences = changed[0]
+        raise BackdropError(
+            f"{len(changed)} item(s) in {out} were made with other settings ({'; '.join(differences)}, e.g. for "
+            f"{item.label}); give a new --out to keep both, or add --redo to make them again with these settings",
+            field="--out")
+    return todo
+
+
+def _differences(row: dict[str, Any], made_with: dict[str, Any]) -> list[str]:
+    """What differs from the manifest's record, in words; a row from before records were kept has only its
+    request, which is compared alone."""
+    recorded = row.get("made_with") or {"settings": row.get("request") or {}}
+    before, after = recorded.get("settings", {}), made_with["settings"]
+    differences = [f"{name}: {before.get(name)!r} -> {after[name]!r}" for name in after
+                   if name in before and before[name] != after[name]]
+    for name, what in (("ref_image", "another reference picture"), ("mask", "another mask"),
+                       ("backend", "another backend"), ("model_set", "another model set")):
+        if name in recorded and recorded[name] != made_with[name]:
+            differences.append(f"{name}: {what}")
+    return differences
+
+
+def _announce(args: argparse.Namespace, items: list[Item], todo: list[Item], out: Path) -> None:
+    """Say what is about to happen before the first (slow) step, instead of nothing until an image ends."""
+    if args.quiet:
+        return
+    source = args.items or args.inputs
+    where = "the hosted API" if args.backend == "hosted" else f"the {args.model_set} models"
+    print(f"backdrop: {len(items)} item(s) from {source}, {len(items) - len(todo)} already done in {out}; "
+          + (f"loading {where}..." if todo else "nothing left to do"), file=sys.stderr, flush=True)
+
+
+def _load_printer(quiet: bool) -> Callable[[Any], None]:
+    def say(progress: Any) -> None:
+        if not quiet and progress.stage == "load":
+            print(f"backdrop: {progress.message}", file=sys.stderr, flush=True)
+
+    return say
 
 
 def _generation_leaves_the_cpu_free(args: argparse.Namespace) -> bool:
@@ -146,7 +334,7 @@ def _generation_leaves_the_cpu_free(args: argparse.Namespace) -> bool:
 
 
 def _base_fields(args: argparse.Namespace) -> dict[str, Any]:
-    """Preset, then flags; the reference decoded once; every value checked before the first image."""
+    """The preset's settings and reference, then the flags: what every item starts from."""
     fields: dict[str, Any] = {}
     if args.preset:
         from .presets import get_preset
@@ -155,28 +343,62 @@ def _base_fields(args: argparse.Namespace) -> dict[str, Any]:
         fields |= preset.settings
         if preset.reference:
             fields["ref_image"] = preset.reference
-    fields |= request_values(args)
+    return fields | request_values(args)
+
+
+def _checked_fields(fields: dict[str, Any], decoded: dict[Any, Any]) -> dict[str, Any]:
+    """Every value checked (and each reference decoded once, into ``decoded``) before the first image."""
     if not fields.get("ref_image"):
         raise BackdropError("is required: give --ref (or a --preset that has a reference picture)", field="ref_image")
     if not fields.get("prompt"):
         raise BackdropError("is required: give --prompt", field="prompt")
-    for name in list(fields):
-        fields[name] = FIELDS[name].coerce(fields[name])
-    return fields
+    checked = {}
+    for name, value in fields.items():
+        if FIELDS[name].kind == "image" and isinstance(value, (str, Path)):
+            cache_key = (name, str(value))
+            if cache_key not in decoded:
+                decoded[cache_key] = FIELDS[name].coerce(value)
+            checked[name] = decoded[cache_key]
+        else:
+            checked[name] = FIELDS[name].coerce(value)
+    return checked
 
 
 def _key(path: Path) -> str:
-    return str(path.resolve())
+    return str(Path(path).resolve())
 
 
-def _process(path: Path, base: dict[str, Any], runner: Callable[..., Any], reuse: Reuse, out: Path) -> dict[str, Any]:
+class _Writer:
+    """Records an item's file names as "writing" before writing them, and "done" after: a run killed in
+    between leaves a record of exactly which files to remove (never another item's, never the user's)."""
+
+    def __init__(self, manifest: Manifest, out: Path) -> None:
+        self.manifest, self.out = manifest, out
+        self._lock = threading.Lock()  # two items with one name (front.jpg, front.png) must not pick one path
+
+    def save(self, item: Item, result: Any) -> list[Path]:
+        with self._lock:
+            old = self.manifest.rows.get(item.key, {})
+            if old.get("status") == "done":  # --redo: the old images go, the new ones take their place
+                for output in old.get("outputs", []):
+                    Path(output).unlink(missing_ok=True)
+                    Path(output).with_suffix(".json").unlink(missing_ok=True)
+            folder = self.out / item.relative.parent
+            paths = plan_paths(result, folder, stem=item.relative.stem)
+            self.manifest.record({"input": item.key, "status": "writing", "outputs": [str(p) for p in paths]})
+            write_result(result, paths)
+        return paths
+
+
+def _process(item: Item, runner: Callable[..., Any], reuse: Reuse, writer: _Writer) -> dict[str, Any]:
     started = time.perf_counter()
-    row: dict[str, Any] = {"input": _key(path), "outputs": [], "request": None, "seeds": [], "error": None}
+    row: dict[str, Any] = {"input": item.key, "item": item.label, "outputs": [], "request": None, "seeds": [],
+                           "error": None, "made_with": item.made_with}
     try:
-        request = BgReplaceRequest.from_dict(base | {"image": path})
+        request = BgReplaceRequest.from_dict(item.fields | {"image": item.path})
         row["request"] = request.settings()
         result = runner(request, reuse=reuse)
-        row["outputs"] = [str(p) for p in save_result(result, out, stem=path.stem)]
+        row["outputs"] = [str(p) for p in writer.save(item, result)]
         row |= {"status": "done", "seeds": list(result.seeds), "timings": result.timings}
     except BackdropError as error:
         row |= {"status": "failed", "error": str(error)}
@@ -246,7 +468,7 @@ class _ProgressBar:
         per_image = (time.monotonic() - self.started) / self.count
         eta = per_image * (self.total - self.count)
         line = (f"[{self.count}/{self.total}] {100 * self.count // max(1, self.total)}% · {per_image:.1f} s/image · "
-                f"ETA {int(eta // 60)}m{int(eta % 60):02d}s · {self.failed} failed · {Path(row['input']).name}")
+                f"ETA {int(eta // 60)}m{int(eta % 60):02d}s · {self.failed} failed · {row['item']}")
         if row["status"] == "failed":
             line += f": {row['error']}"
         print(("\r" + line + "\033[K") if self.interactive else line, end="" if self.interactive else "\n",

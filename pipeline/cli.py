@@ -123,8 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .outputs import save_result
+    from .outputs import check_out_folder, save_result
 
+    check_out_folder(args.out)
     request = BgReplaceRequest.from_dict(request_values(args) | {"image": Path(args.image)})
     say = progress_printer(quiet=args.quiet)
     result = make_runner(args, say)(request)

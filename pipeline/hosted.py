@@ -14,6 +14,7 @@ import os
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 from PIL import Image
 
@@ -28,6 +29,7 @@ log = logging.getLogger("backdrop.hosted")
 DEFAULT_URL = "https://api.segmind.com/v1/bg-replace"
 DEFAULT_TIMEOUT = 120.0
 MAX_ATTEMPTS = 3
+MAX_REDIRECTS = 3
 HOSTED_SIDE = 1024  # what we send: about the megapixel the service generates at, not a 24 MP original
 TOP_UP_URL = "https://cloud.segmind.com"
 _RETRIED = {429, 500, 502, 503, 504}
@@ -157,7 +159,7 @@ def call_hosted(settings: HostedSettings, body: dict[str, Any]) -> HostedReply:
     headers = {"x-api-key": settings.api_key, "Content-Type": "application/json", "Accept": "image/*, application/json"}
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
-            response = requests.post(settings.url, data=payload, headers=headers, timeout=settings.timeout)
+            response = _post_same_host(settings, payload, headers)
         except requests.Timeout:
             raise HostedAPIError(
                 f"the hosted API did not answer within {settings.timeout:g} s (BACKDROP_HOSTED_TIMEOUT)",
@@ -179,6 +181,31 @@ def call_hosted(settings: HostedSettings, body: dict[str, Any]) -> HostedReply:
             continue
         raise _status_error(settings, response, attempt)
     raise AssertionError("unreachable")  # the loop always returns or raises
+
+
+def _post_same_host(settings: HostedSettings, payload: bytes, headers: dict[str, str]) -> Any:
+    """POST, following redirects by hand and only within the service's own host: the key is never sent to
+    another one (requests would carry ``x-api-key`` along a 307 to anywhere)."""
+    import requests
+
+    url = settings.url
+    for _ in range(MAX_REDIRECTS + 1):
+        response = requests.post(url, data=payload, headers=headers, timeout=settings.timeout, allow_redirects=False)
+        if response.status_code not in (301, 302, 303, 307, 308) or not response.headers.get("Location"):
+            return response
+        target = urljoin(url, response.headers["Location"])
+        if _origin(target) != _origin(settings.url):
+            raise HostedAPIError(
+                f"the hosted API at {settings.url} redirected to another host ({_origin(target)}); the key is "
+                "not sent there. If that is the service's new address, set SEGMIND_API_URL to it",
+                status=response.status_code)
+        url = target
+    raise HostedAPIError(f"the hosted API at {settings.url} redirected more than {MAX_REDIRECTS} times")
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
 
 
 def _wait_before_retry(settings: HostedSettings, attempt: int, retry_after: str | None, why: str) -> None:
@@ -210,8 +237,8 @@ def _service_error_text(response: Any, api_key: str) -> str:
     except ValueError:
         if "html" not in response.headers.get("Content-Type", ""):
             text = response.text
-    text = " ".join(text.split())[:300]
-    return text.replace(api_key, "***") if api_key else text
+    text = text.replace(api_key, "***") if api_key else text  # masked before shortening: no head of it survives
+    return " ".join(text.split())[:300]
 
 
 def _reply_image(response: Any) -> Image.Image:

@@ -12,7 +12,7 @@ from PIL import Image, PngImagePlugin
 
 from .errors import BackdropError
 from .images import to_rgb
-from .request import FIELDS, IMAGE_FIELDS
+from .request import FIELDS, IMAGE_FIELDS, loads_json
 
 KEY = "backdrop"  # PNG text chunk name; JPEG comments start with this word
 
@@ -46,7 +46,7 @@ def read_metadata(path: Path) -> dict[str, Any]:
     for text in (embedded, _sidecar_text(path)):
         if text:
             try:
-                data = json.loads(text)
+                data = loads_json(text, field="settings")
             except ValueError:
                 continue
             if isinstance(data, dict) and isinstance(data.get("request"), dict):
@@ -67,6 +67,6 @@ def settings_from_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
         if name in IMAGE_FIELDS or name not in recorded:
             continue
         settings[name] = spec.coerce(recorded[name])
-    if isinstance(metadata.get("seed"), int):
-        settings["seed"] = metadata["seed"]
+    if metadata.get("seed") is not None:  # this image's own seed, checked like the request's (not 10**30, -5 or true)
+        settings["seed"] = FIELDS["seed"].coerce(metadata["seed"])
     return settings

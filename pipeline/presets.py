@@ -20,6 +20,7 @@ BUILTIN_DIR = ROOT / "presets"
 ASSETS_DIR = ROOT / "assets"
 META_KEYS = ("name", "description", "reference")
 SETTING_KEYS = tuple(name for name in FIELDS if name not in IMAGE_FIELDS)
+MAX_NAME_CHARS = 80  # the file name is made from it: well under a file system's 255-byte limit
 
 
 @dataclass(frozen=True)
@@ -97,10 +98,29 @@ def save_user_preset(name: str, settings: dict[str, Any], description: str = "")
     slug = re.sub(r"[^a-z0-9]+", "-", name.strip().lower()).strip("-")
     if not slug:
         raise BackdropError("give the preset a name with letters or digits", field="preset_name")
+    if len(name.strip()) > MAX_NAME_CHARS:
+        raise BackdropError(f"{len(name.strip())} characters is too long; at most {MAX_NAME_CHARS}",
+                            field="preset_name")
     data = {"name": name.strip(), "description": description.strip()}
     for key in SETTING_KEYS:
         if key in settings:
             data[key] = FIELDS[key].coerce(settings[key])
     path = user_dir() / f"{slug}.json"
+    _refuse_a_different_preset_in(path, data["name"])
     write_atomically(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return path
+
+
+def _refuse_a_different_preset_in(path: Path, name: str) -> None:
+    """Saving "My preset" again updates it; saving "my-preset" over it (the same file name) would silently
+    replace another preset, so it is refused."""
+    if not path.is_file():
+        return
+    try:
+        existing = json.loads(path.read_text(encoding="utf-8")).get("name")
+    except (OSError, ValueError, AttributeError):
+        existing = None
+    if existing != name:
+        raise BackdropError(f"{name!r} would be saved as {path.name}, which already holds the preset "
+                            f"{existing or path.stem!r}; choose another name (or that one's, to update it)",
+                            field="preset_name")

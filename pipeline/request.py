@@ -30,6 +30,15 @@ OUTPUT_FORMATS = ("jpeg", "png")
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
+def loads_json(text: str | bytes, *, field: str | None = None) -> Any:
+    """``json.loads``, but a document nested too deeply for the parser (``[[[[...``) is a ``BackdropError``
+    naming the field, not a ``RecursionError``; malformed JSON still raises ``ValueError``."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise BackdropError("the JSON is nested too deeply; send a flat object of settings", field=field) from None
+
+
 @dataclass(frozen=True)
 class FieldSpec:
     """One request field: how it is typed, defaulted, bounded and explained."""

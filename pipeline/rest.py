@@ -24,7 +24,7 @@ from .errors import BackdropError
 from .fetch import fetch_image_url
 from .images import encode_image
 from .queue import GenerationQueue, QueueFull
-from .request import FIELDS, HOSTED_FIELDS, IMAGE_FIELDS, BgReplaceRequest, check_environment
+from .request import FIELDS, HOSTED_FIELDS, IMAGE_FIELDS, BgReplaceRequest, check_environment, loads_json
 from .result import BgReplaceResult
 
 log = logging.getLogger("backdrop.rest")
@@ -72,6 +72,7 @@ def create_rest_app(*, model_set: str, queue: GenerationQueue) -> FastAPI:
         started = time.perf_counter()
         try:
             _check_key(request)
+            _check_content_type(request)
             fields = await _read_json(request)
             result = await run_in_threadpool(_generate, fields, model_set, queue)
         except QueueFull as busy:
@@ -90,9 +91,11 @@ def create_rest_app(*, model_set: str, queue: GenerationQueue) -> FastAPI:
         return response
 
     @api.get("/health", summary="Device, model set, loaded models and queue length")
-    async def health() -> dict[str, Any]:
+    async def health(request: Request) -> dict[str, Any]:
         from .models import loaded_model_sets
 
+        if not has_valid_key(request.headers.get("x-api-key", "")):
+            return {"status": "ok"}  # with keys set, strangers learn only that the server is up
         loaded = loaded_model_sets()
         return {"status": "ok", "device": _device(), "model_set": model_set,
                 "models_loaded": any(entry["model_set"] == model_set for entry in loaded),
@@ -107,18 +110,30 @@ def mount_rest(server_app: Any, *, model_set: str, queue: GenerationQueue, host:
     api = create_rest_app(model_set=model_set, queue=queue)
     server_app.mount("/v1", api)
     if host not in ("127.0.0.1", "localhost", "::1") and not api_keys():
-        log.warning("the REST endpoint listens on %s without BACKDROP_API_KEYS: anyone who can reach it can "
-                    "use your GPU; set BACKDROP_API_KEYS=key1,key2 to require a key", host)
+        log.warning("the studio and its REST endpoint listen on %s without BACKDROP_API_KEYS: anyone who can "
+                    "reach them can use your GPU; set BACKDROP_API_KEYS=key1,key2 to require a key", host)
     return api
 
 
-def _check_key(request: Request) -> None:
+def has_valid_key(given: str) -> bool:
+    """Whether ``given`` is one of BACKDROP_API_KEYS (always true when no keys are set)."""
     keys = api_keys()
-    if not keys:
-        return
+    return not keys or any(hmac.compare_digest(given.encode(), key.encode()) for key in keys)
+
+
+def _check_key(request: Request) -> None:
     given = request.headers.get("x-api-key", "")
-    if not any(hmac.compare_digest(given.encode(), key.encode()) for key in keys):
+    if not has_valid_key(given):
         raise _Unauthorized("missing or wrong x-api-key header" if given else "missing x-api-key header")
+
+
+def _check_content_type(request: Request) -> None:
+    """JSON only: a web page can make a visitor's browser send a "simple" text/plain or form POST to
+    127.0.0.1 without asking, but not an application/json one (that needs a CORS preflight we refuse)."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise _UnsupportedMediaType(f"the body must be sent as Content-Type: application/json, not "
+                                    f"{media_type or 'no content type'}")
 
 
 class _Unauthorized(BackdropError):
@@ -127,6 +142,10 @@ class _Unauthorized(BackdropError):
 
 class _TooLarge(BackdropError):
     http_status = 413
+
+
+class _UnsupportedMediaType(BackdropError):
+    http_status = 415
 
 
 async def _read_json(request: Request) -> dict[str, Any]:
@@ -140,7 +159,7 @@ async def _read_json(request: Request) -> dict[str, Any]:
         if len(body) > limit:
             raise _TooLarge(f"the body is over the {limit / 1e6:.1f} MB limit")
     try:
-        data = json.loads(bytes(body).decode("utf-8"))
+        data = loads_json(bytes(body).decode("utf-8"))
     except UnicodeDecodeError:
         raise BackdropError("the body is not UTF-8 text; send JSON") from None
     except ValueError as exc:
@@ -249,6 +268,7 @@ _DOCUMENTED_RESPONSES: dict[int | str, dict[str, Any]] = {
           "content": {"image/jpeg": {}, "image/png": {}, "application/json": {}}},
     400: {"description": 'A bad field: {"error": "<field>: <what was wrong and what is allowed>", "field": ...}'},
     401: {"description": "BACKDROP_API_KEYS is set and x-api-key is missing or wrong."},
+    415: {"description": "The body was not sent as Content-Type: application/json."},
     413: {"description": "The body is over BACKDROP_MAX_BODY_MB (64 MB by default)."},
     500: {"description": "An unexpected failure; the reply carries a request_id to find it in the server log."},
     503: {"description": "The queue is full (Retry-After says when to come back), or a model could not load."},
