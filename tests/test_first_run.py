@@ -7,7 +7,6 @@ has), never by touching a widget. Screenshots of each step go to test-artifacts/
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -18,7 +17,6 @@ from servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
 ACCORDIONS = ("Product mask (optional)", "Advanced settings", "Settings: load, save, share", "Intermediates")
 
 
@@ -40,24 +38,6 @@ def studio(tmp_path_factory, u2netp_home, tiny_models):
                     allowed_paths=[str(output_dir)])
         yield f"http://127.0.0.1:{port}/", output_dir
         demo.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        if os.environ.get("CI"):
-            pytest.fail("CI must have Debian's chromium: `make test` installs it with apt")
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

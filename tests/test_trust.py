@@ -15,7 +15,6 @@ import requests
 
 from scenes import small_asset
 from servers import post_json, running_studio
-from test_app import browser  # noqa: F401  (the fixture: Debian's chromium, as test_app drives it)
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCT = small_asset("product-ring.jpg")
