@@ -192,34 +192,35 @@ def on_backdrop(photo, alpha, backdrop):
     return Image.fromarray(pixels.round().astype(np.uint8))
 
 
-def stripes(width, height, period, inverted=False):
-    rows = (np.arange(height) // (period // 2)) % 2 == (1 if inverted else 0)
-    values = np.where(rows, 230, 25).astype(np.uint8)[:, None, None]
-    return Image.fromarray(np.broadcast_to(values, (height, width, 3)).copy())
+def ramp(width, height, reverse=False):
+    """A backdrop dark on one side and light on the other: layout and colour a new scene could inherit."""
+    values = np.linspace(25, 230, width, dtype=np.float32)[::-1 if reverse else 1]
+    return Image.fromarray(np.broadcast_to(values[None, :, None], (height, width, 3)).round().astype(np.uint8))
 
 
-def luminance(image) -> np.ndarray:
-    return np.asarray(image.convert("L"), dtype=np.float32)
-
-
-def test_the_old_backdrop_does_not_steer_the_new_one(tiny_models, make_request, bottle):
+def test_the_old_backdrop_does_not_steer_the_new_one(tiny_models, make_request, bottle, reference, monkeypatch):
     """Below strength 1 generation starts from the starting image noised part way. Two photos of the same
-    product on opposite striped backdrops must give the same new background, uncorrelated with either."""
+    product on opposite backdrops must start from the same image and give the same new background.
+
+    Measured at strength 0.2, mean difference of the two backgrounds (RGB, 0-255): 9.8 when generation
+    started from the photo, 1.0 now. The tiny set's random VAE and UNet scramble the layout, so the
+    background's correlation with the old backdrop is about 0 either way and cannot show the difference."""
     photo, alpha = bottle
-    results, backdrops = [], []
-    for inverted in (False, True):
-        backdrop = stripes(*photo.size, period=128, inverted=inverted)
-        request = make_request(image=on_backdrop(photo, alpha, backdrop), mask=alpha, strength=0.5, seed=21)
-        results.append(generate(request, models=tiny_models))
-        backdrops.append(backdrop)
+    pipe_class = type(tiny_models.pipe)
+    real_call, starts = pipe_class.__call__, []
+    monkeypatch.setattr(pipe_class, "__call__", lambda pipe, **kwargs: starts.append(kwargs["image"])
+                        or real_call(pipe, **kwargs))
+    results = [generate(make_request(image=on_backdrop(photo, alpha, ramp(*photo.size, reverse)), mask=alpha,
+                                     strength=0.2, seed=21), models=tiny_models) for reverse in (False, True)]
     region = np.asarray(results[0].intermediates.inpaint_mask) == 255  # where the background is generated
+    first, second = (np.asarray(result.intermediates.backgrounds[0], dtype=np.float32)[region] for result in results)
+    assert np.abs(first - second).mean() < 3.0
     size = results[0].intermediates.inpaint_mask.size
-    for result, backdrop in zip(results, backdrops):
-        generated = luminance(result.intermediates.backgrounds[0])[region]
-        old = luminance(backdrop.resize(size, Image.Resampling.BOX))[region]
-        assert abs(np.corrcoef(generated, old)[0, 1]) < 0.2
-    first, second = (luminance(result.intermediates.backgrounds[0])[region] for result in results)
-    assert np.abs(first - second).mean() < 2.0
+    clear = np.asarray(results[0].intermediates.subject_alpha.resize(size, Image.Resampling.BOX)) == 0
+    reference_colour = np.asarray(reference.convert("RGB"), dtype=np.float32).mean(axis=(0, 1))
+    assert len(starts) == 2 and clear.sum() > 0.2 * clear.size
+    for start in starts:  # the old backdrop's place: flat, in the reference's mean colour
+        assert np.abs(np.asarray(start, dtype=np.float32)[clear] - reference_colour).max() <= 2.5
 
 
 def test_strength_one_runs_every_step_at_the_inpainting_models_0_9999(tiny_models, make_request):
