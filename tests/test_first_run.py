@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from scenes import camera_photo
-from servers import free_port
+from servers import studio_page
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -27,17 +27,11 @@ def photos():
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory, u2netp_home, tiny_models):
-    import app
-
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BACKDROP_MASK_MODEL", "u2netp")
         output_dir = tmp_path_factory.mktemp("outputs")
-        demo = app.build_demo(model_set="tiny", output_dir=output_dir)
-        port = free_port()
-        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                    allowed_paths=[str(output_dir)])
-        yield f"http://127.0.0.1:{port}/", output_dir
-        demo.close()
+        with studio_page(output_dir) as url:
+            yield url, output_dir
 
 
 @pytest.fixture

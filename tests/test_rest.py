@@ -8,10 +8,9 @@ import json
 import logging
 import shutil
 import subprocess
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -20,7 +19,7 @@ import requests
 from PIL import Image
 
 from scenes import small_asset
-from servers import post_json, running_studio
+from servers import host_on_127_0_0_2, post_json, running_studio
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCT = small_asset("product-ring.jpg")
@@ -150,13 +149,10 @@ class _Images(BaseHTTPRequestHandler):
 @pytest.fixture
 def trusted_image_host(monkeypatch):
     """An image server on 127.0.0.2, the one address the server is told to trust for this test."""
-    host = ThreadingHTTPServer(("127.0.0.2", 0), _Images)
-    threading.Thread(target=host.serve_forever, daemon=True).start()
     monkeypatch.setenv("BACKDROP_ALLOW_URLS", "1")
     monkeypatch.setenv("BACKDROP_URL_ALLOW_NETWORKS", "127.0.0.2/32")
-    yield f"http://127.0.0.2:{host.server_address[1]}"
-    host.shutdown()
-    host.server_close()
+    with host_on_127_0_0_2(_Images) as url:
+        yield url
 
 
 def test_urls_are_fetched_from_public_or_trusted_hosts(server, trusted_image_host):

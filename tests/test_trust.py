@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from scenes import small_asset
-from servers import post_json, running_studio
+from servers import host_on_127_0_0_2, post_json, running_studio
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCT = small_asset("product-ring.jpg")
@@ -278,13 +278,10 @@ class _BadImageHost(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def bad_image_host(monkeypatch):
-    host = ThreadingHTTPServer(("127.0.0.2", 0), _BadImageHost)
-    threading.Thread(target=host.serve_forever, daemon=True).start()
     monkeypatch.setenv("BACKDROP_ALLOW_URLS", "1")
     monkeypatch.setenv("BACKDROP_URL_ALLOW_NETWORKS", "127.0.0.2/32")
-    yield f"http://127.0.0.2:{host.server_address[1]}"
-    host.shutdown()
-    host.server_close()
+    with host_on_127_0_0_2(_BadImageHost) as url:
+        yield url
 
 
 def test_a_trickling_image_host_is_cut_off_at_the_whole_download_limit(server, bad_image_host, monkeypatch):
