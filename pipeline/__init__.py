@@ -1,4 +1,4 @@
-"""Backdrop's library: replace a product photo's background, locally or (later) via the hosted API.
+"""Backdrop's library: replace a product photo's background, locally or through the hosted API.
 
     from pathlib import Path
     from pipeline import BgReplaceRequest, generate

@@ -1,5 +1,6 @@
 """Canny edges of the product alone, for the ControlNet. OpenCV directly: controlnet-aux's package import
-pulls in every detector and fails without a working torchvision (SPEC §3); its canny is cv2.Canny anyway."""
+pulls in every detector and fails without a working torchvision (README, "How an image is made"); its
+canny is cv2.Canny anyway."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The hosted backend: the same request sent to the bg-replace API (SPEC §1) instead of the local GPU.
+"""The hosted backend: the same request sent to the bg-replace API instead of the local GPU (README,
+"Hosted API backend").
 
 The product is still found and laid back locally, so a hosted result keeps the product's own pixels at
 the photo's own resolution, exactly like a local one.
@@ -96,7 +97,7 @@ def _env_float(name: str, default: float) -> float:
 
 
 def request_body(request: BgReplaceRequest, prepared: PreparedInputs, seed: int) -> dict[str, Any]:
-    """The JSON body: exactly SPEC §1's field names, one sample, images as base64."""
+    """The JSON body: exactly the hosted API's field names (README, "The request"), one sample, images as base64."""
     values = {name: getattr(request, name) for name in HOSTED_FIELDS}
     values.update(
         image=_b64(encode_image(prepared.image, "jpeg")),

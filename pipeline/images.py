@@ -101,14 +101,6 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255
     return flat
 
 
-def alpha_channel(image: Image.Image) -> Image.Image | None:
-    """The image's own alpha when it really has transparency (a cut-out PNG), else None."""
-    if image.mode != "RGBA":
-        return None
-    alpha = image.getchannel("A")
-    return alpha if alpha.getextrema()[0] < 255 else None
-
-
 def encode_image(image: Image.Image, image_format: str = "png", *, quality: int = 95) -> bytes:
     buffer = io.BytesIO()
     if image_format.lower() in ("jpeg", "jpg"):

@@ -270,12 +270,6 @@ def loaded_model_sets() -> list[dict[str, Any]]:
         return [models.info() for models in _loaded.values()]
 
 
-def unload_all() -> None:
-    """Forget every loaded pipeline (tests; freeing memory after a fault)."""
-    with _load_lock:
-        _loaded.clear()
-
-
 def _load(spec: ModelSpec, runtime: Runtime, say: LoadProgress) -> LoadedModels:
     # transformers warns at import time about optional backends (torchvision) we do not use.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

@@ -90,7 +90,10 @@ def write_result(result: BgReplaceResult, paths: list[Path]) -> None:
     """Each image to its path (settings embedded), each with its ``.json`` sidecar."""
     for index, (image, path) in enumerate(zip(result.images, paths)):
         metadata = result.metadata(index)
-        write_atomically(path, encode_with_metadata(image, result.request.output_format, metadata))
+        # The image carries what remakes it, not how long this run took (that stays in the sidecar): the
+        # same request and seed then give byte-identical files.
+        embedded = {key: value for key, value in metadata.items() if key != "timings"}
+        write_atomically(path, encode_with_metadata(image, result.request.output_format, embedded))
         sidecar = json.dumps(metadata, indent=2, ensure_ascii=False) + "\n"
         write_atomically(path.with_suffix(".json"), sidecar.encode("utf-8"))
 

@@ -1,4 +1,4 @@
-"""The request: the hosted bg-replace fields (SPEC §1) plus Backdrop's own options, defined once.
+"""The request: the hosted bg-replace fields (README, "The request") plus Backdrop's own options, defined once.
 
 ``FIELDS`` holds each field's type, default, range and help text. The UI builds its sliders from it,
 the CLI its flags, the REST layer its schema and presets their checks, so a range changes in one place.
@@ -51,7 +51,7 @@ class FieldSpec:
     maximum: float | None = None
     choices: tuple[str, ...] = ()
     optional: bool = False  # None is an allowed value
-    hosted: bool = True  # part of the hosted API's contract (SPEC §1), not a Backdrop option
+    hosted: bool = True  # part of the hosted API's contract (the README's first thirteen fields), not a Backdrop option
     help: str = ""
     env: str | None = None  # an environment variable that sets this field's default for the whole machine
 
@@ -181,7 +181,7 @@ def _spec(name: str, kind: str, **kwargs: Any) -> FieldSpec:
 FIELDS: dict[str, FieldSpec] = {
     spec.name: spec
     for spec in (
-        # --- the hosted API's fields, exactly as SPEC §1 lists them ---
+        # --- the hosted API's fields, as the README's "The request" lists them ---
         _spec("image", "image", required=True, help="Product photo, ideally on a plain or white background."),
         _spec("ref_image", "image", required=True, help="Reference picture of the setting (IP-Adapter)."),
         _spec("prompt", "str", required=True, help="What the new scene should be."),
