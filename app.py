@@ -50,6 +50,36 @@ SETTING_INPUTS = tuple(name for name in REQUEST_INPUTS if name in FIELDS and FIE
 COMPARE_INPUTS = ("mode", "x_axis", "x_values", "y_axis", "y_values", "settings_a", "settings_b")
 COMPARE_MODE_FIELDS = {"Grid": ("x_axis", "x_values", "y_axis", "y_values"), "A/B": ("settings_a", "settings_b"),
                        "Local vs Hosted": ()}
+# Gradio's image box refuses a file whose type is not image/* in the browser itself, with a message that
+# names no box, shown twice (two checks). Relabelled as an image, such a file reaches check_upload, which
+# says once what is wrong with it and which box it was dropped on. Runs on page load (launch(js=...)).
+UPLOAD_JS = """() => {
+  const boxes = "#image, #ref_image, #mask";
+  const relabelled = (files) => {
+    const transfer = new DataTransfer();
+    for (const file of files) {
+      transfer.items.add(file.type.startsWith("image/") ? file
+                         : new File([file], file.name, {type: "image/x-unchecked"}));
+    }
+    return transfer;
+  };
+  const unchecked = (files) => [...files].some((file) => !file.type.startsWith("image/"));
+  document.addEventListener("change", (event) => {
+    const input = event.target;
+    if (input instanceof HTMLInputElement && input.type === "file" && input.closest(boxes)
+        && unchecked(input.files)) {
+      input.files = relabelled(input.files).files;
+    }
+  }, true);
+  document.addEventListener("drop", (event) => {
+    const box = event.target instanceof Element ? event.target.closest(boxes) : null;
+    if (!box || !event.dataTransfer || !unchecked(event.dataTransfer.files)) return;
+    event.stopImmediatePropagation();
+    event.preventDefault();
+    event.target.dispatchEvent(new DragEvent("drop", {bubbles: true, cancelable: true,
+                                                      dataTransfer: relabelled(event.dataTransfer.files)}));
+  }, true);
+}"""
 # Choices that belong to this machine or person, not to a kind of product: a preset never changes them
 # (a preset naming a mask model this machine lacks would break the next Generate).
 MACHINE_SETTINGS = ("mask_model",)
@@ -762,7 +792,7 @@ def launch_studio(
     output_dir = Path(output_dir).resolve()
     demo = build_demo(model_set=model_set, output_dir=output_dir)
     demo.launch(server_name=host, server_port=port, share=share, allowed_paths=[str(output_dir)],
-                prevent_thread_lock=True, quiet=quiet, app_kwargs=guarded_app_kwargs())
+                prevent_thread_lock=True, quiet=quiet, js=UPLOAD_JS, app_kwargs=guarded_app_kwargs())
     demo.studio.only_this_machine = host in ("127.0.0.1", "localhost", "::1") and not share
     mount_rest(demo.server_app, model_set=demo.studio.model_set, queue=gpu_queue, host=host)
     return demo

@@ -38,7 +38,7 @@ def studio_page(output_dir: Path, model_set: str = "tiny") -> Iterator[str]:
     demo = app.build_demo(model_set=model_set, output_dir=output_dir)
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                allowed_paths=[str(output_dir)])
+                allowed_paths=[str(output_dir)], js=app.UPLOAD_JS)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:

@@ -117,18 +117,23 @@ def test_load_settings_says_what_it_loaded(page, studio, photos):
     expect(page.locator(".toast-body").filter(has_text=f"seed {seed}")).to_be_visible(timeout=30_000)
 
 
-def test_a_non_image_upload_is_reported_once_as_it_arrives(page, tmp_path):
+@pytest.mark.parametrize(("name", "box", "label"), [("shopping-list.jpg", "image", "Product photo"),
+                                                     ("shopping-list.txt", "ref_image", "Reference setting")])
+def test_a_non_image_upload_is_reported_once_as_it_arrives(page, tmp_path, name, box, label):
+    """A text file named .jpg, or one of a type that is no image at all (which Gradio's own box refuses
+    twice, naming no box): one message, naming the box, and the box is emptied."""
     from playwright.sync_api import expect
 
-    notes = tmp_path / "shopping-list.jpg"
+    notes = tmp_path / name
     notes.write_text("eggs, milk, bread\n")
-    page.locator("#image input[type=file]").set_input_files(str(notes))
-    toast = page.locator(".toast-body").filter(has_text="Product photo (image): not a readable image file")
+    page.locator(f"#{box} input[type=file]").set_input_files(str(notes))
+    toast = page.locator(".toast-body").filter(has_text=f"{label} ({box}): not a readable image file")
     expect(toast).to_be_visible(timeout=30_000)
     page.wait_for_timeout(1_500)
-    assert page.locator(".toast-body").count() == 1  # one message, not one per component that looked at it
-    shot(page, "4-error")
-    expect(page.locator("#image img")).to_have_count(0)  # the box is emptied, ready for the real photo
+    assert page.locator(".toast-body").count() == 1, page.locator(".toast-body").all_inner_texts()
+    if box == "image":
+        shot(page, "4-error")
+    expect(page.locator(f"#{box} img")).to_have_count(0)  # the box is emptied, ready for the real photo
 
 
 def test_cancel_reads_as_cancelled_not_as_an_error(page, photos):
