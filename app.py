@@ -94,7 +94,8 @@ LABELS = {
     "mask_feather": "Feather (px)", "canny_low": "Canny low", "canny_high": "Canny high",
     "resolution": "Generation size (0 = the model's own)", "output_size": "Return at", "output_format": "Format",
     "backend": "Backend", "api_key": "Hosted API key", "preset": "Preset",
-    "preset_name": "Save the current settings as a preset named", "settings": "Drop a Backdrop result to load its settings",
+    "preset_name": "Name for a new preset (made of the current settings)",
+    "settings": "Settings file (drop a Backdrop result to load its settings)",
     "mode": "Compare", "x_axis": "X axis", "y_axis": "Y axis", "axis values": "X and Y values",
     "settings_a": "A/B: settings A (JSON changes)", "settings_b": "A/B: settings B (JSON changes)",
 }

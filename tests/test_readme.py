@@ -130,7 +130,7 @@ def test_readme_javascript_example(server, reader_dir, axios):
 
 def test_readme_gradio_client_example(server, clone_dir):
     code = as_written(readme_block("python", "from gradio_client"), server + "/")
-    run([sys.executable, "-c", code + "\nassert len(gallery) == 2, gallery\n"], clone_dir)
+    run([sys.executable, "-c", code + "\nassert len(gallery) == 2, gallery\n"], clone_dir, BACKDROP_API_KEY=KEY)
 
 
 # --- the command line and the library, on the tiny model set ------------------------------------------------
