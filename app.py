@@ -24,7 +24,7 @@ import gradio as gr  # noqa: E402
 from pipeline import FIELDS, BackdropError, BgReplaceRequest, GenerationCancelled, Progress, default_model_set  # noqa: E402
 from pipeline.queue import gpu_queue  # noqa: E402
 from pipeline.request import check_environment  # noqa: E402
-from pipeline.rest import curl_example, mount_rest  # noqa: E402
+from pipeline.rest import LOOPBACK_HOSTS, curl_example, mount_rest  # noqa: E402
 from pipeline.schedulers import SECOND_ORDER  # noqa: E402
 
 log = logging.getLogger("backdrop.app")
@@ -50,6 +50,7 @@ SETTING_INPUTS = tuple(name for name in REQUEST_INPUTS if name in FIELDS and FIE
 COMPARE_INPUTS = ("mode", "x_axis", "x_values", "y_axis", "y_values", "settings_a", "settings_b")
 COMPARE_MODE_FIELDS = {"Grid": ("x_axis", "x_values", "y_axis", "y_values"), "A/B": ("settings_a", "settings_b"),
                        "Local vs Hosted": ()}
+COMPARE_MODE_INPUTS = tuple(name for names in COMPARE_MODE_FIELDS.values() for name in names)
 # Gradio's image box refuses a file whose type is not image/* in the browser itself, with a message that
 # names no box, shown twice (two checks). Relabelled as an image, such a file reaches check_upload, which
 # says once what is wrong with it and which box it was dropped on. Runs on page load (launch(js=...)).
@@ -126,10 +127,16 @@ def api_function(handler: Callable[..., Any], names: tuple[str, ...]) -> Callabl
     return call
 
 
+def short_label(name: str) -> str:
+    """A field's on-screen label without its hint in brackets: "Seed" for "Seed (-1 = random)"."""
+    return LABELS[name].split(" (")[0]
+
+
 def on_screen(error: BackdropError) -> str:
     """The error's message naming its field as the screen does: "Product photo (image): the file is empty"."""
-    label = LABELS.get(error.field or "")
-    return f"{label.split(' (')[0]} ({error.field}): {error.detail}" if label else str(error)
+    if error.field not in LABELS:
+        return str(error)
+    return f"{short_label(error.field)} ({error.field}): {error.detail}"
 
 
 def _user_errors(action: str, outputs: int = 1) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -439,8 +446,7 @@ def _summary(result: Any, paths: list[Path]) -> str:
 def _compare_mode_fields(mode: str) -> list[Any]:
     """Show only the Compare inputs the chosen mode uses."""
     shown = COMPARE_MODE_FIELDS.get(mode, ())
-    every = [name for names in COMPARE_MODE_FIELDS.values() for name in names]
-    return [gr.update(visible=name in shown) for name in every]
+    return [gr.update(visible=name in shown) for name in COMPARE_MODE_INPUTS]
 
 
 def check_upload(field: str, path: str | None) -> Any:
@@ -483,7 +489,7 @@ def load_settings(file: str | None) -> list[Any]:
 
 def loaded_summary(source: str, values: dict[str, Any]) -> str:
     """What Load settings restored, in a line: the seed, the prompt and every setting off its default."""
-    changed = [f"{LABELS[name].split(' (')[0]} {value}" for name, value in values.items()
+    changed = [f"{short_label(name)} {value}" for name, value in values.items()
                if name not in ("prompt", "negative_prompt", "seed") and value != FIELDS[name].current_default()]
     prompt = values.get("prompt") or ""
     return (f"Settings loaded from {source}: seed {values.get('seed')}, prompt \"{prompt[:60]}{'…' if len(prompt) > 60 else ''}\"; "
@@ -622,7 +628,7 @@ def build_demo(model_set: str | None = None, output_dir: Path | str | None = Non
         inputs["backend"].change(lambda backend: gr.update(visible=backend == BACKENDS[1]), inputs["backend"],
                                  inputs["api_key"], api_visibility="private", queue=False, show_progress="hidden")
         compare_inputs["mode"].change(_compare_mode_fields, compare_inputs["mode"],
-                                      [compare_inputs[name] for names in COMPARE_MODE_FIELDS.values() for name in names],
+                                      [compare_inputs[name] for name in COMPARE_MODE_INPUTS],
                                       api_visibility="private", queue=False, show_progress="hidden")
         for name in ("image", "ref_image", "mask"):
             inputs[name].upload(functools.partial(check_upload, name), inputs[name], inputs[name],
@@ -794,7 +800,7 @@ def launch_studio(
     demo = build_demo(model_set=model_set, output_dir=output_dir)
     demo.launch(server_name=host, server_port=port, share=share, allowed_paths=[str(output_dir)],
                 prevent_thread_lock=True, quiet=quiet, js=UPLOAD_JS, app_kwargs=guarded_app_kwargs())
-    demo.studio.only_this_machine = host in ("127.0.0.1", "localhost", "::1") and not share
+    demo.studio.only_this_machine = host in LOOPBACK_HOSTS and not share
     mount_rest(demo.server_app, model_set=demo.studio.model_set, queue=gpu_queue, host=host)
     return demo
 

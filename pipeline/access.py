@@ -20,7 +20,7 @@ import secrets
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs, urlsplit
 
-from .rest import api_keys
+from .rest import api_keys, is_one_of
 
 COOKIE = "backdrop_key"
 LOGIN_PATH = "/backdrop-key"
@@ -94,7 +94,7 @@ class KeyGuard:
 
     def _has_key(self, keys: set[str], headers: dict[str, str]) -> bool:
         given = headers.get("x-api-key", "")
-        if given and any(hmac.compare_digest(given.encode(), key.encode()) for key in keys):
+        if given and is_one_of(given, keys):
             return True
         cookie = _cookies(headers.get("cookie", "")).get(COOKIE, "")
         return bool(cookie) and any(hmac.compare_digest(cookie, self._token(key)) for key in keys)
@@ -107,7 +107,7 @@ class KeyGuard:
             if len(body) > MAX_FORM_BYTES or not message.get("more_body"):
                 break
         given = parse_qs(body[:MAX_FORM_BYTES].decode("utf-8", "replace")).get("key", [""])[0].strip()
-        if not any(hmac.compare_digest(given.encode(), key.encode()) for key in keys):
+        if not is_one_of(given, keys):
             await _respond(send, 401, _login_page("That key is not one this server accepts."),
                            "text/html; charset=utf-8")
             return

@@ -120,14 +120,8 @@ class Manifest:
     def remove_unfinished_writes(self) -> int:
         """Delete the images of items a killed run was writing (recorded as "writing", never "done"): the
         rerun makes them again under the same names, so no item ever ends up with two sets of images."""
-        removed = 0
-        for row in self.rows.values():
-            if row.get("status") == "writing":
-                for output in row.get("outputs", []):
-                    for path in (Path(output), Path(output).with_suffix(".json")):
-                        removed += path.exists()
-                        path.unlink(missing_ok=True)
-        return removed
+        return sum(remove_outputs(row.get("outputs", [])) for row in self.rows.values()
+                   if row.get("status") == "writing")
 
     def record(self, row: dict[str, Any]) -> None:
         with self._lock:
@@ -137,6 +131,16 @@ class Manifest:
                 file.write(json.dumps(row, ensure_ascii=False) + "\n")
                 file.flush()
                 os.fsync(file.fileno())
+
+
+def remove_outputs(outputs: list[str]) -> int:
+    """Delete an item's images and their sidecars; return how many files there were."""
+    removed = 0
+    for output in outputs:
+        for path in (Path(output), Path(output).with_suffix(".json")):
+            removed += path.exists()
+            path.unlink(missing_ok=True)
+    return removed
 
 
 def run_batch(args: argparse.Namespace) -> int:
@@ -211,7 +215,7 @@ def plan_items(args: argparse.Namespace, out: Path) -> list[Item]:
         absolute = Path(os.path.abspath(path))
         if results_inside_inputs and absolute.is_relative_to(out_folder):
             continue  # an earlier run's result inside the input folder is not a product photo
-        relative = absolute.relative_to(root) if absolute.is_relative_to(root) else Path(path.name)
+        relative = _below(path, root)
         items.append(_item(path, relative, _key(path), fields, base, args, str(relative)))
     if not items:
         raise BackdropError(f"no product photos in {args.inputs!r} outside --out", field="inputs")
@@ -223,6 +227,7 @@ def _items_from_file(args: argparse.Namespace, base: dict[str, Any], decoded: di
     from .presets import get_preset
 
     source = Path(args.items)
+    folder = Path(os.path.abspath(source.parent))  # paths in the file are relative to it
     items, seen = [], collections.Counter()
     for row in read_items(source):
         where = row.where(source)
@@ -236,11 +241,10 @@ def _items_from_file(args: argparse.Namespace, base: dict[str, Any], decoded: di
         except BackdropError as error:
             raise BackdropError(f"{where}: {error}", field="--items") from None
         path = row.values["image"]
-        seen[_key(path)] += 1  # one photo may appear in several rows (other prompts): each is its own item
-        key = _key(path) + (f"#{seen[_key(path)]}" if seen[_key(path)] > 1 else "")
-        absolute = Path(os.path.abspath(path))
-        folder = Path(os.path.abspath(source.parent))
-        relative = absolute.relative_to(folder) if absolute.is_relative_to(folder) else Path(path.name)
+        photo = _key(path)
+        seen[photo] += 1  # one photo may appear in several rows (other prompts): each is its own item
+        key = photo + (f"#{seen[photo]}" if seen[photo] > 1 else "")
+        relative = _below(path, folder)
         items.append(_item(path, relative, key, checked, fields, args, f"row {row.number} {relative}"))
     return items
 
@@ -364,6 +368,13 @@ def _checked_fields(fields: dict[str, Any], decoded: dict[Any, Any]) -> dict[str
     return checked
 
 
+def _below(path: Path, folder: Path) -> Path:
+    """``path`` relative to ``folder`` (its results go to the same subfolders under --out), or its bare name
+    when it lies elsewhere."""
+    absolute = Path(os.path.abspath(path))
+    return absolute.relative_to(folder) if absolute.is_relative_to(folder) else Path(Path(path).name)
+
+
 def _key(path: Path) -> str:
     return str(Path(path).resolve())
 
@@ -380,9 +391,7 @@ class _Writer:
         with self._lock:
             old = self.manifest.rows.get(item.key, {})
             if old.get("status") == "done":  # --redo: the old images go, the new ones take their place
-                for output in old.get("outputs", []):
-                    Path(output).unlink(missing_ok=True)
-                    Path(output).with_suffix(".json").unlink(missing_ok=True)
+                remove_outputs(old.get("outputs", []))
             folder = self.out / item.relative.parent
             paths = plan_paths(result, folder, stem=item.relative.stem)
             self.manifest.record({"input": item.key, "status": "writing", "outputs": [str(p) for p in paths]})

@@ -28,6 +28,7 @@ from .request import FIELDS, HOSTED_FIELDS, IMAGE_FIELDS, BgReplaceRequest, chec
 from .result import BgReplaceResult
 
 log = logging.getLogger("backdrop.rest")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")  # a server on these is reachable from this machine only
 
 DEFAULT_MAX_BODY_MB = 64  # two 20 MB photos, base64-encoded, with room to spare
 RETRY_AFTER_SECONDS = 15
@@ -109,7 +110,7 @@ def mount_rest(server_app: Any, *, model_set: str, queue: GenerationQueue, host:
     check_environment()
     api = create_rest_app(model_set=model_set, queue=queue)
     server_app.mount("/v1", api)
-    if host not in ("127.0.0.1", "localhost", "::1") and not api_keys():
+    if host not in LOOPBACK_HOSTS and not api_keys():
         log.warning("the studio and its REST endpoint listen on %s without BACKDROP_API_KEYS: anyone who can "
                     "reach them can use your GPU; set BACKDROP_API_KEYS=key1,key2 to require a key", host)
     return api
@@ -118,7 +119,12 @@ def mount_rest(server_app: Any, *, model_set: str, queue: GenerationQueue, host:
 def has_valid_key(given: str) -> bool:
     """Whether ``given`` is one of BACKDROP_API_KEYS (always true when no keys are set)."""
     keys = api_keys()
-    return not keys or any(hmac.compare_digest(given.encode(), key.encode()) for key in keys)
+    return not keys or is_one_of(given, keys)
+
+
+def is_one_of(given: str, keys: set[str]) -> bool:
+    """``given`` equals one of ``keys``, compared in constant time (no timing hints at a key's prefix)."""
+    return any(hmac.compare_digest(given.encode(), key.encode()) for key in keys)
 
 
 def _check_key(request: Request) -> None:
