@@ -141,7 +141,7 @@ def on_screen(error: BackdropError) -> str:
 
 def _user_errors(action: str, outputs: int = 1) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Turn every failure into a ``gr.Error`` with a sentence for the person; never a stack trace. A
-    cancelled run is no failure: it leaves the ``outputs`` panels as they were and says "Cancelled"."""
+    cancelled run is no failure: it leaves the ``outputs`` panels as they were (``cancel`` says so)."""
 
     def wrap(handler: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(handler)  # keeps the signature Gradio names API parameters after
@@ -149,8 +149,8 @@ def _user_errors(action: str, outputs: int = 1) -> Callable[[Callable[..., Any]]
             try:
                 return handler(*args, **kwargs)
             except GenerationCancelled:
-                # Not a failure: the panels keep what they showed, and no red "Error" badge appears.
-                gr.Warning("Cancelled: nothing was made after the step that was running.")
+                # Not a failure: the panels keep what they showed, and no red "Error" badge appears. The
+                # Cancel button's own event has said "Cancelled" already: a second toast here would repeat it.
                 return tuple(gr.skip() for _ in range(outputs)) if outputs > 1 else gr.skip()
             except BackdropError as error:
                 raise gr.Error(on_screen(error), title=f"Cannot {action}") from None
@@ -614,17 +614,20 @@ def build_demo(model_set: str | None = None, output_dir: Path | str | None = Non
 
         request_components = [inputs[name] for name in REQUEST_INPUTS]
         setting_components = [inputs[name] for name in SETTING_INPUTS]
-        event = run.click(api_function(studio.generate, REQUEST_INPUTS), request_components,
+        run.click(api_function(studio.generate, REQUEST_INPUTS), request_components,
                           [gallery, slider, intermediates, summary], api_name="generate",
                           concurrency_limit=1, concurrency_id="gpu")
-        compare_event = compare_run.click(
+        compare_run.click(
             api_function(studio.compare, REQUEST_INPUTS + COMPARE_INPUTS),
             request_components + [compare_inputs[name] for name in COMPARE_INPUTS],
             [grid, cells, compare_summary], api_name="compare", concurrency_limit=1, concurrency_id="gpu")
         # Events that say something (gr.Info, gr.Warning) are queued: Gradio delivers those toasts only from
         # queued events; from the others they go to the server's log. None of them waits behind the GPU.
         toasts = {"queue": True, "concurrency_limit": None}
-        stop.click(cancel, None, None, cancels=[event, compare_event], api_name="cancel", **toasts)
+        # Cancel is cooperative: the run stops after its current step and returns its panels unchanged. Gradio's
+        # own ``cancels=`` would kill the event's task instead, and the browser then showed an "Error" badge on
+        # the results in some runs (a race with the task's end).
+        stop.click(cancel, None, None, api_name="cancel", **toasts)
         inputs["backend"].change(lambda backend: gr.update(visible=backend == BACKENDS[1]), inputs["backend"],
                                  inputs["api_key"], api_visibility="private", queue=False, show_progress="hidden")
         compare_inputs["mode"].change(_compare_mode_fields, compare_inputs["mode"],

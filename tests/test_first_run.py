@@ -150,6 +150,7 @@ def test_cancel_reads_as_cancelled_not_as_an_error(page, photos):
     page.locator("#cancel").click()
     expect(page.locator(".toast-body").filter(has_text="Cancelled")).to_be_visible(timeout=30_000)
     page.wait_for_timeout(1_500)
+    assert page.locator(".toast-body").filter(has_text="Cancelled").count() == 1  # said once, not twice
     for panel in ("#gallery", "#slider"):
         expect(page.locator(panel).get_by_text("Error", exact=True)).to_have_count(0)
     assert error_toasts(page).count() == 0
