@@ -22,10 +22,10 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import gradio as gr  # noqa: E402
 
 from pipeline import FIELDS, BackdropError, BgReplaceRequest, GenerationCancelled, Progress, default_model_set  # noqa: E402
-from pipeline.queue import gpu_queue  # noqa: E402
-from pipeline.request import check_environment  # noqa: E402
-from pipeline.rest import LOOPBACK_HOSTS, curl_example, mount_rest  # noqa: E402
-from pipeline.schedulers import SECOND_ORDER  # noqa: E402
+from pipeline.workflows.queue import gpu_queue  # noqa: E402
+from pipeline.contract.request import check_environment  # noqa: E402
+from pipeline.interfaces.rest import LOOPBACK_HOSTS, curl_example, mount_rest  # noqa: E402
+from pipeline.contract.choices import SECOND_ORDER  # noqa: E402
 
 log = logging.getLogger("backdrop.app")
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -220,7 +220,7 @@ def generate_on_gpu(request: BgReplaceRequest, model_set: str, **hooks: Any) -> 
     outside a GPU function ready on the CPU and moves them in when the GPU is granted), then the GPU worker
     takes plain data; a callback cannot cross into it, so there the progress bar shows the stages only."""
     from pipeline import generate
-    from pipeline.models import load_models
+    from pipeline.backends.local.models import load_models
 
     if _generate_in_gpu_worker is _generate_plain:
         return generate(request, model_set=model_set, **hooks)
@@ -244,7 +244,7 @@ class Studio:
     @_user_errors("generate", outputs=4)
     def generate(self, values: dict[str, Any], *, request: gr.Request | None, progress: Any) -> tuple:
         """Gallery (saved files with seeds), before/after pair, intermediates, run summary."""
-        from pipeline.outputs import save_result
+        from pipeline.workflows.outputs import save_result
 
         built = build_request(values)
         runner = self._runner(values, _session(request), progress)
@@ -261,8 +261,8 @@ class Studio:
     @_user_errors("compare", outputs=3)
     def compare(self, values: dict[str, Any], *, request: gr.Request | None, progress: Any) -> tuple:
         """Labelled grid image, every cell (saved files, labelled), summary."""
-        from pipeline import sweep
-        from pipeline.outputs import save_result, write_atomically
+        from pipeline.workflows import sweep
+        from pipeline.workflows.outputs import save_result, write_atomically
 
         base = build_request(values)
         hooks = {"on_progress": self._progress(progress), "should_cancel": self._cancel_check(_session(request))}
@@ -401,7 +401,7 @@ def build_request(values: dict[str, Any]) -> BgReplaceRequest:
 
 
 def _overrides(base: BgReplaceRequest, text: str | None, field: str) -> BgReplaceRequest:
-    from pipeline.request import loads_json
+    from pipeline.contract.request import loads_json
 
     try:
         changes = loads_json(text or "{}", field=field)
@@ -416,7 +416,7 @@ def _overrides(base: BgReplaceRequest, text: str | None, field: str) -> BgReplac
 
 
 def _png(image: Any) -> bytes:
-    from pipeline.images import encode_image
+    from pipeline.contract.images import encode_image
 
     return encode_image(image, "png")
 
@@ -452,7 +452,7 @@ def _compare_mode_fields(mode: str) -> list[Any]:
 def check_upload(field: str, path: str | None) -> Any:
     """Check an upload as it arrives: a file that is no usable image is reported now, once, naming the box,
     and the box is emptied, instead of Generate refusing it later."""
-    from pipeline.images import load_image
+    from pipeline.contract.images import load_image
 
     if not path:
         return gr.skip()
@@ -477,7 +477,7 @@ def cancel(request: gr.Request = None) -> None:
 @_user_errors("load the settings")
 def load_settings(file: str | None) -> list[Any]:
     """Every setting stored in a Backdrop result (PNG text chunk, JPEG comment or .json sidecar)."""
-    from pipeline.metadata import read_metadata, settings_from_metadata
+    from pipeline.workflows.metadata import read_metadata, settings_from_metadata
 
     if not file:
         raise BackdropError("drop a result image (or its .json sidecar) first", field="settings")
@@ -504,7 +504,7 @@ def _on_screen_value(name: str, value: Any) -> Any:
 @_user_errors("apply the preset")
 def apply_preset(slug: str, ref_image: str | None) -> list[Any]:
     """The preset's settings over the defaults; its reference picture only if none is uploaded."""
-    from pipeline.presets import get_preset
+    from pipeline.workflows.presets import get_preset
 
     preset = get_preset(slug)
     values = []
@@ -523,7 +523,7 @@ def apply_preset(slug: str, ref_image: str | None) -> list[Any]:
 
 @_user_errors("save the preset")
 def save_preset(name: str, *values: Any) -> Any:
-    from pipeline.presets import list_presets, save_user_preset
+    from pipeline.workflows.presets import list_presets, save_user_preset
 
     settings = {key: value for key, value in zip(SETTING_INPUTS, values)
                 if key not in ("prompt", "seed", *MACHINE_SETTINGS)}
@@ -548,7 +548,7 @@ def find_product_early(image: str | None, mask: str | None, mask_model: str | No
     """Run the mask model on a product photo as soon as it arrives (or another mask model is chosen),
     while the photographer writes the prompt: Generate then finds the mask remembered and skips the mask
     network (u2netp ~0.3 s on a CPU, BiRefNet seconds). Quiet: problems are for Generate to report."""
-    from pipeline.masking import find_product_ahead
+    from pipeline.stages.masking import find_product_ahead
 
     if image and mask_model and not mask:
         find_product_ahead(Path(image), mask_model)
@@ -556,9 +556,9 @@ def find_product_early(image: str | None, mask: str | None, mask_model: str | No
 
 def build_demo(model_set: str | None = None, output_dir: Path | str | None = None) -> gr.Blocks:
     """The studio's Blocks. Building it loads no model."""
-    from pipeline.models import no_gpu_warning
-    from pipeline.presets import list_presets
-    from pipeline.sweep import SWEEP_AXES
+    from pipeline.backends.local.models import no_gpu_warning
+    from pipeline.workflows.presets import list_presets
+    from pipeline.workflows.sweep import SWEEP_AXES
 
     studio = Studio(model_set or default_model_set(),
                     Path(output_dir or os.environ.get("BACKDROP_OUTPUT_DIR") or "outputs"))
@@ -789,7 +789,7 @@ def guarded_app_kwargs() -> dict[str, Any]:
     """The server app's middleware that asks every door for a key when BACKDROP_API_KEYS is set."""
     from starlette.middleware import Middleware
 
-    from pipeline.access import KeyGuard
+    from pipeline.interfaces.access import KeyGuard
 
     return {"middleware": [Middleware(KeyGuard)]}
 
@@ -825,7 +825,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(2, f"backdrop: error: {error}\n")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests, not ours
-    from pipeline.models import no_gpu_warning
+    from pipeline.backends.local.models import no_gpu_warning
 
     if no_gpu := no_gpu_warning(args.model_set):
         log.warning(no_gpu)

@@ -64,8 +64,8 @@ def build_components(scale: str, device: str, dtype: Any, seed: int = 0) -> dict
     from transformers import (CLIPImageProcessor, CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection,
                               CLIPVisionConfig, CLIPVisionModelWithProjection)
 
-    from pipeline.models import quiet_libraries
-    from pipeline.tiny import byte_tokenizer
+    from pipeline.backends.local.models import quiet_libraries
+    from pipeline.backends.local.tiny import byte_tokenizer
 
     quiet_libraries()
 
@@ -96,7 +96,7 @@ def build_components(scale: str, device: str, dtype: Any, seed: int = 0) -> dict
 
 def ip_adapter_state(unet: Any, scale: str) -> dict[str, dict[str, Any]]:
     """Random IP-Adapter weights in the nested form ``load_ip_adapter`` takes instead of a file."""
-    from pipeline.tiny import ip_adapter_weights
+    from pipeline.backends.local.tiny import ip_adapter_weights
 
     adapter = config("ip_adapter", scale)
     flat = ip_adapter_weights(unet, image_embed_dim=adapter["image_embed_dim"], num_tokens=adapter["num_tokens"],
@@ -143,7 +143,7 @@ def inputs(size: int) -> dict[str, Any]:
     from render import perfume_bottle, reference_scene
 
     from pipeline import BgReplaceRequest
-    from pipeline.prepare import prepare_inputs
+    from pipeline.stages.prepare import prepare_inputs
 
     photo, alpha = perfume_bottle(size, size)
     request = BgReplaceRequest(image=photo, mask=alpha, ref_image=reference_scene("jungle", 512, 512),
@@ -176,10 +176,10 @@ def backdrop_call(models: Any, data: dict[str, Any], *, samples: int, steps: int
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from pipeline.diffusion import BackdropInpaintPipeline
-    from pipeline.local import free_device_memory
-    from pipeline.models import ModelSpec, Runtime, assemble
-    from pipeline.speed import SpeedOptions
+    from pipeline.backends.local.diffusion import BackdropInpaintPipeline
+    from pipeline.backends.local.backend import free_device_memory
+    from pipeline.backends.local.models import ModelSpec, Runtime, assemble
+    from pipeline.backends.local.speed import SpeedOptions
     from diffusers import StableDiffusionXLControlNetInpaintPipeline
 
     scale = SCALES[args.scale]

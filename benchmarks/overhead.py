@@ -56,8 +56,8 @@ def body(size: int, samples: int) -> dict[str, Any]:
 
 def one_request(models: Any, data: dict[str, Any], spans: list[float]) -> dict[str, float]:
     from pipeline import BgReplaceRequest, generate
-    from pipeline.images import encode_image
-    from pipeline.masking import clear_mask_cache
+    from pipeline.contract.images import encode_image
+    from pipeline.stages.masking import clear_mask_cache
 
     clear_mask_cache()
     started = time.perf_counter()

@@ -50,9 +50,9 @@ def measure(width: int, height: int, *, repeats: int, mask_model: str) -> dict[s
     from render import reference_scene
 
     from pipeline import BgReplaceRequest
-    from pipeline.compose import resize
-    from pipeline.images import load_image
-    from pipeline.prepare import compose_output, prepare_inputs
+    from pipeline.stages.compose import resize
+    from pipeline.contract.images import load_image
+    from pipeline.stages.prepare import compose_output, prepare_inputs
 
     # Stored sideways with orientation 6 ("turn 90 degrees clockwise to view"): upright it is width x height.
     data = jpeg_bytes(product_photo(width, height).transpose(Image.Transpose.ROTATE_90), orientation=6)
@@ -74,7 +74,7 @@ def measure(width: int, height: int, *, repeats: int, mask_model: str) -> dict[s
         seconds["total"] = time.perf_counter() - started
         return seconds
 
-    from pipeline.masking import clear_mask_cache, mask_session
+    from pipeline.stages.masking import clear_mask_cache, mask_session
 
     opened = time.perf_counter()
     mask_session(mask_model)
@@ -101,7 +101,7 @@ def mask_network_seconds(photo: Any, mask_model: str, repeats: int) -> float:
     model's input): the part of the mask step no code of ours can speed up."""
     import rembg
 
-    from pipeline.masking import mask_session, model_input
+    from pipeline.stages.masking import mask_session, model_input
 
     small, session = model_input(photo, mask_model).convert("RGB"), mask_session(mask_model)
     rembg.remove(small, session=session, only_mask=True)

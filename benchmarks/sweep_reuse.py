@@ -28,9 +28,9 @@ def main() -> None:
     from render import perfume_bottle, reference_scene
 
     from pipeline import BgReplaceRequest, generate, load_models
-    from pipeline.masking import clear_mask_cache
-    from pipeline.prepare import Reuse
-    from pipeline.sweep import run_grid
+    from pipeline.stages.masking import clear_mask_cache
+    from pipeline.stages.reuse import Reuse
+    from pipeline.workflows.sweep import run_grid
 
     models = load_models(args.model_set)
     photo, _ = perfume_bottle(1024, 1024)

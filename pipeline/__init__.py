@@ -9,19 +9,25 @@
     result = generate(request, backend="hosted")   # the hosted API, key from SEGMIND_API_KEY
     result.images[0].save("out.png")
 
-The studio (app.py), the CLI (python -m pipeline), batches (python -m pipeline batch) and the REST endpoint
-(pipeline.rest) are thin adapters over this API.
+The package is layered (README, "How the code is laid out"); each layer imports only from those below it:
+
+    interfaces/   the CLI (python -m pipeline), the REST endpoint, what the studio (app.py) needs
+    workflows/    sweeps, batches, presets, saving outputs and their metadata, the GPU queue
+    backends/     local (diffusers) and hosted, behind one contract
+    stages/       masking, edges, compositing: what runs before and after generation
+    contract/     the request and its fields, the result, errors, choices, settings, image decoding
+
+This module re-exports the names users need; everything else is imported from its layer.
 """
 
 from __future__ import annotations
 
-import os
-
-from .errors import BackdropError, GenerationCancelled, ModelLoadError, NoGpu, OutOfMemory
-from .models import MODEL_SETS, LoadedModels, load_models
-from .request import FIELDS, BgReplaceRequest, FieldSpec
-from .result import BgReplaceResult, Intermediates, Progress
-from .schedulers import SCHEDULER_NAMES
+from pipeline.backends import generate
+from pipeline.backends.local.models import LoadedModels, default_model_set, load_models
+from pipeline.contract.choices import BACKENDS, MODEL_SETS, SCHEDULER_NAMES
+from pipeline.contract.errors import BackdropError, GenerationCancelled, ModelLoadError, NoGpu, OutOfMemory
+from pipeline.contract.request import FIELDS, BgReplaceRequest, FieldSpec
+from pipeline.contract.result import BgReplaceResult, Intermediates, Progress
 
 __all__ = [
     "BACKENDS",
@@ -43,33 +49,3 @@ __all__ = [
     "generate",
     "load_models",
 ]
-
-
-def default_model_set() -> str:
-    """BACKDROP_MODEL_SET, or "sdxl"."""
-    return os.environ.get("BACKDROP_MODEL_SET") or "sdxl"
-
-
-BACKENDS = ("local", "hosted")
-
-
-def generate(
-    request: BgReplaceRequest,
-    *,
-    backend: str = "local",
-    model_set: str | None = None,
-    api_key: str | None = None,
-    **hooks,
-) -> BgReplaceResult:
-    """Run ``request`` on this machine (``backend="local"``) or on the hosted API (``"hosted"``, key from
-    ``api_key`` or SEGMIND_API_KEY). ``hooks``: ``on_progress``, ``should_cancel``, and for local runs
-    ``models`` (an already loaded ``LoadedModels``)."""
-    if backend == "hosted":
-        from .hosted import generate_hosted
-
-        return generate_hosted(request, api_key=api_key, **hooks)
-    if backend != "local":
-        raise BackdropError(f"{backend!r} is unknown; expected one of {', '.join(BACKENDS)}", field="backend")
-    from .local import generate_local
-
-    return generate_local(request, model_set=model_set or default_model_set(), **hooks)

@@ -34,7 +34,7 @@ def mask_model_runs(monkeypatch):
 
     import rembg
 
-    from pipeline import masking
+    from pipeline.stages import masking
 
     masking.clear_mask_cache()
     runs: list[str] = []
@@ -47,7 +47,7 @@ def mask_model_runs(monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_models():
-    from pipeline.models import load_models
+    from pipeline.backends.local.models import load_models
 
     return load_models("tiny", device="cpu")
 

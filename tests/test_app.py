@@ -95,8 +95,8 @@ def test_library_errors_reach_the_client_as_their_message(client):
 
 def test_a_product_photo_is_masked_as_it_arrives_and_generate_reuses_the_mask(u2netp_home, mask_model_runs):
     import app
-    from pipeline import masking
-    from pipeline.prepare import prepare_inputs
+    from pipeline.stages import masking
+    from pipeline.stages.prepare import prepare_inputs
 
     runs = mask_model_runs
     photo, scene = str(ROOT / "assets" / "product-shoe.jpg"), str(ROOT / "assets" / "scene-wood.jpg")
@@ -115,7 +115,7 @@ def test_a_product_photo_is_masked_as_it_arrives_and_generate_reuses_the_mask(u2
 
 def test_early_masking_never_downloads_a_mask_model(monkeypatch, tmp_path):
     import app
-    from pipeline import masking
+    from pipeline.stages import masking
 
     monkeypatch.setenv("U2NET_HOME", str(tmp_path))
     monkeypatch.setenv("REMBG_HOME", str(tmp_path))

@@ -124,7 +124,7 @@ def test_batch_user_errors_exit_2_before_any_work(catalogue, tmp_path):
 
 
 def test_a_manifest_line_cut_short_by_a_crash_is_ignored(tmp_path):
-    from pipeline.batch import Manifest
+    from pipeline.workflows.batch import Manifest
 
     path = tmp_path / "manifest.jsonl"
     good = {"input": "/a.jpg", "status": "done", "outputs": []}
@@ -137,7 +137,7 @@ def test_a_manifest_line_cut_short_by_a_crash_is_ignored(tmp_path):
 def test_the_next_photo_is_masked_while_this_one_generates_and_never_twice():
     import threading
 
-    from pipeline.batch import _run_in_turn
+    from pipeline.workflows.batch import _run_in_turn
 
     events = []
 
@@ -164,7 +164,7 @@ def test_the_next_photo_is_masked_while_this_one_generates_and_never_twice():
 
 def test_a_batch_masks_each_photo_once_and_ahead_while_the_service_works(u2netp_home, catalogue, tmp_path,
                                                                            monkeypatch, mask_model_runs):
-    from pipeline.batch import build_batch_parser, run_batch
+    from pipeline.workflows.batch import build_batch_parser, run_batch
 
     threads = mask_model_runs
     with FakeSegmind(api_key="k") as service:
@@ -182,8 +182,8 @@ def test_a_batch_masks_each_photo_once_and_ahead_while_the_service_works(u2netp_
 def test_masks_are_made_ahead_only_where_generation_leaves_the_cpu_free(monkeypatch):
     from types import SimpleNamespace
 
-    from pipeline import models
-    from pipeline.batch import _generation_leaves_the_cpu_free
+    from pipeline.backends.local import models
+    from pipeline.workflows.batch import _generation_leaves_the_cpu_free
 
     local = SimpleNamespace(backend="local", device=None, dtype=None, memory_mode=None)
     monkeypatch.setattr(models, "resolve_runtime", lambda *a: SimpleNamespace(device="cpu"))

@@ -30,7 +30,7 @@ def service(monkeypatch, u2netp_home):
 
 
 def run(*args: str) -> int:
-    from pipeline.batch import build_batch_parser, run_batch
+    from pipeline.workflows.batch import build_batch_parser, run_batch
 
     return run_batch(build_batch_parser().parse_args(
         [*args, "--backend", "hosted", "--mask-model", "u2netp", "--seed", "7"]))
@@ -90,7 +90,7 @@ def test_globs_mirror_the_input_folders_and_never_read_their_own_results(service
 # --- 12. killed between writing an image and recording it ---------------------------------------------------
 
 def test_a_kill_after_the_image_is_in_place_never_makes_an_item_twice(service, tmp_path, monkeypatch):
-    from pipeline import outputs
+    from pipeline.workflows import outputs
 
     shots, out = photos(tmp_path / "shots", "a.jpg", "b.jpg"), tmp_path / "out"
     real_write = outputs.write_atomically
@@ -179,7 +179,7 @@ def test_an_out_folder_above_the_inputs_still_finds_them(service, tmp_path):
 
 
 def test_a_manifest_from_before_made_with_was_recorded_compares_its_request():
-    from pipeline.batch import _differences
+    from pipeline.workflows.batch import _differences
 
     settings = {"prompt": "on a deck", "cn_weight": 0.9, "seed": -1}
     made_with = {"settings": settings, "ref_image": "abc", "mask": None, "backend": "local", "model_set": "sdxl"}

@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 from pipeline import BackdropError, BgReplaceRequest, generate
-from pipeline.metadata import read_metadata, settings_from_metadata
-from pipeline.outputs import save_result
-from pipeline.presets import BUILTIN_DIR, list_presets, load_preset_file, save_user_preset
-from pipeline.sweep import parse_axis_values, run_columns, run_grid
+from pipeline.workflows.metadata import read_metadata, settings_from_metadata
+from pipeline.workflows.outputs import save_result
+from pipeline.workflows.presets import BUILTIN_DIR, list_presets, load_preset_file, save_user_preset
+from pipeline.workflows.sweep import parse_axis_values, run_columns, run_grid
 from servers import running_studio
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,11 +42,11 @@ def test_a_3x2_grid_has_six_cells_in_axis_order_with_labels(tiny_models, make_re
 
 
 def test_a_3x3_sweep_runs_the_masker_and_image_encoder_once(u2netp_home, tiny_models, make_request, monkeypatch):
-    import pipeline.masking
+    import pipeline.stages.masking
 
     mask_calls, encoder_calls = [], []
-    real_rembg = pipeline.masking._rembg_alpha
-    monkeypatch.setattr(pipeline.masking, "_rembg_alpha", lambda *a, **k: mask_calls.append(1) or real_rembg(*a, **k))
+    real_rembg = pipeline.stages.masking._rembg_alpha
+    monkeypatch.setattr(pipeline.stages.masking, "_rembg_alpha", lambda *a, **k: mask_calls.append(1) or real_rembg(*a, **k))
     hook = tiny_models.pipe.image_encoder.register_forward_hook(lambda *args: encoder_calls.append(1))
     try:
         comparison = run_grid(make_request(mask=None, mask_model="u2netp", resolution=64), local(tiny_models),
@@ -86,7 +86,7 @@ def test_columns_of_different_output_sizes_prepare_each_size(tiny_models, make_r
 
 def test_ab_and_local_vs_hosted_columns(tiny_models, make_request):
     from fake_segmind import FakeSegmind
-    from pipeline.hosted import HostedSettings, generate_hosted
+    from pipeline.backends.hosted import HostedSettings, generate_hosted
 
     base = make_request(resolution=64)
     ab = run_columns(base, {"A": (base.replace(cn_weight=0.9), local(tiny_models)),

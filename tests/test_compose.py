@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.compose import composite_product, generation_size
+from pipeline.stages.compose import composite_product, generation_size
 from scenes import perfume_bottle
 
 
@@ -38,7 +38,7 @@ def test_solid_product_pixels_are_exact_and_no_backdrop_fringe_survives():
 
 
 def test_a_background_of_another_shape_is_cropped_not_stretched():
-    from pipeline.compose import cover
+    from pipeline.stages.compose import cover
 
     square = Image.new("RGB", (100, 100), (255, 0, 0))
     square.paste((0, 0, 255), (0, 0, 100, 25))  # a blue band across the top quarter

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from pipeline import SCHEDULER_NAMES, generate
-from pipeline.prepare import resolve_seeds
+from pipeline.stages.prepare import resolve_seeds
 from scenes import perfume_bottle
 
 
@@ -129,8 +129,8 @@ def test_second_order_progress_counts_steps_not_unet_calls(tiny_models, make_req
 
 
 def test_sidecars_record_the_source_file_names(tiny_models, make_request, bottle, tmp_path):
-    from pipeline.outputs import save_result
-    from pipeline.request import BgReplaceRequest
+    from pipeline.workflows.outputs import save_result
+    from pipeline.contract.request import BgReplaceRequest
 
     bottle[0].save(tmp_path / "my-perfume.jpg")
     bottle[1].save(tmp_path / "my-mask.png")
@@ -153,7 +153,7 @@ def test_cached_embeddings_hold_no_autograd_graph(tiny_models, make_request):
     encoder's activations on the GPU for a whole sweep."""
     import torch
 
-    from pipeline.prepare import Reuse
+    from pipeline.stages.reuse import Reuse
 
     assert any(p.requires_grad for p in tiny_models.pipe.image_encoder.parameters())  # else this proves nothing
     reuse = Reuse()
@@ -171,7 +171,7 @@ def test_half_precision_runs_the_whole_path(make_request, dtype):
     the CPU (the tiny set in float32 would hide a dtype mismatch between any two of them)."""
     import torch
 
-    from pipeline.models import load_models
+    from pipeline.backends.local.models import load_models
 
     models = load_models("tiny", device="cpu", dtype=dtype)
     assert models.pipe.unet.dtype == models.pipe.image_encoder.dtype == getattr(torch, dtype)
@@ -234,7 +234,7 @@ def test_strength_one_runs_every_step_at_the_inpainting_models_0_9999(tiny_model
 
 def test_the_same_request_and_seed_save_byte_identical_files(tiny_models, make_request, tmp_path):
     """The image embeds what remakes it (request, seed, models), not this run's timings."""
-    from pipeline.outputs import save_result
+    from pipeline.workflows.outputs import save_result
 
     request = make_request(seed=77, samples=2)
     first = save_result(generate(request, models=tiny_models), tmp_path / "one", stem="bottle")

@@ -14,8 +14,8 @@ import pytest
 
 from fake_segmind import SPEC_FIELDS, FakeSegmind
 from pipeline import BackdropError, generate
-from pipeline.hosted import HostedAPIError, HostedSettings, hosted_settings
-from pipeline.outputs import save_result
+from pipeline.backends.hosted import HostedAPIError, HostedSettings, hosted_settings
+from pipeline.workflows.outputs import save_result
 from scenes import perfume_bottle
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +33,7 @@ def settings_for(fake: FakeSegmind, **overrides) -> HostedSettings:
 
 
 def run_hosted(fake, request, **overrides):
-    from pipeline.hosted import generate_hosted
+    from pipeline.backends.hosted import generate_hosted
 
     return generate_hosted(request, settings=settings_for(fake, **overrides))
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from pipeline import BackdropError, BgReplaceRequest
-from pipeline.images import encode_image, load_image
+from pipeline.contract.images import encode_image, load_image
 
 
 def png_bytes(image: Image.Image) -> bytes:

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from pipeline import BackdropError
-from pipeline.edges import subject_canny
-from pipeline.masking import inpaint_mask, mask_session, refine_alpha, subject_alpha
+from pipeline.stages.edges import subject_canny
+from pipeline.stages.masking import inpaint_mask, mask_session, refine_alpha, subject_alpha
 from scenes import iou, perfume_bottle
 
 
@@ -29,7 +29,7 @@ def test_mask_works_on_large_photos_at_full_size(u2netp_home):
 
 
 def test_the_same_photo_again_reuses_its_mask_and_any_change_is_a_new_one(u2netp_home, bottle, mask_model_runs):
-    from pipeline import masking
+    from pipeline.stages import masking
 
     runs = mask_model_runs
     photo, _ = bottle
@@ -48,7 +48,7 @@ def test_the_same_photo_again_reuses_its_mask_and_any_change_is_a_new_one(u2netp
 def test_the_mask_cache_keeps_only_the_most_recent_photos(u2netp_home, monkeypatch):
     import rembg
 
-    from pipeline import masking
+    from pipeline.stages import masking
 
     masking.clear_mask_cache()
     monkeypatch.setattr(masking, "MASK_CACHE_ENTRIES", 2)
@@ -72,7 +72,7 @@ def test_the_half_pixel_rewrite_of_u2netp_gives_the_stock_models_answer(u2netp_h
     import onnx
     import onnxruntime
 
-    from pipeline.masking import half_pixel_model
+    from pipeline.stages.masking import half_pixel_model
 
     stock_path = u2netp_home / "u2netp.onnx"
     rewritten = half_pixel_model(stock_path)
@@ -91,7 +91,7 @@ def test_the_half_pixel_rewrite_of_u2netp_gives_the_stock_models_answer(u2netp_h
 
 
 def test_a_new_u2net_family_session_runs_on_the_rewrite(u2netp_home, monkeypatch):
-    from pipeline import masking
+    from pipeline.stages import masking
 
     rewrites = []
     real = masking.half_pixel_model
@@ -103,7 +103,7 @@ def test_a_new_u2net_family_session_runs_on_the_rewrite(u2netp_home, monkeypatch
 
 
 def test_a_model_the_rewrite_cannot_read_keeps_rembgs_own_session(u2netp_home, monkeypatch, caplog):
-    from pipeline import masking
+    from pipeline.stages import masking
 
     def unreadable(path):
         raise ValueError("not an ONNX model")
@@ -124,7 +124,7 @@ def test_a_model_that_cannot_be_fetched_says_how_to_fix_it(monkeypatch, tmp_path
     from pipeline import ModelLoadError
 
     monkeypatch.setenv("U2NET_HOME", str(tmp_path))  # empty: rembg would have to download (no network here)
-    monkeypatch.setattr("pipeline.masking._sessions", {})
+    monkeypatch.setattr("pipeline.stages.masking._sessions", {})
     with pytest.raises(ModelLoadError, match="mask model 'silueta' could not be loaded .*silueta.onnx") as caught:
         mask_session("silueta")
     # Offline, the reason is said in words, not as a chain of URLs and retries cut off mid-word.

@@ -7,8 +7,9 @@ import json
 import pytest
 
 from pipeline import BackdropError, ModelLoadError
-from pipeline.models import SDXL_DEFAULTS, load_models, model_spec, resolve_runtime
-from pipeline.schedulers import SCHEDULER_NAMES, make_scheduler
+from pipeline.backends.local.models import SDXL_DEFAULTS, load_models, model_spec, resolve_runtime
+from pipeline.backends.local.schedulers import make_scheduler
+from pipeline.contract.choices import SCHEDULER_NAMES
 
 
 def test_tiny_models_load_through_the_hub_layouts(tiny_models):
@@ -136,7 +137,7 @@ class FlakyModel:
                "available."),
 ])
 def test_the_fp16_variant_falls_back_to_full_precision_when_its_files_are_missing(error):
-    from pipeline.models import _from_pretrained
+    from pipeline.backends.local.models import _from_pretrained
 
     model = FlakyModel(error)
     assert _from_pretrained(model, "org/cn", "ControlNet", "controlnet", "float16", "fp16") == "loaded"
@@ -150,7 +151,7 @@ def test_the_fp16_variant_falls_back_to_full_precision_when_its_files_are_missin
     OSError("org/cn does not appear to have a file named config.json."),
 ])
 def test_other_load_errors_are_reported_without_downloading_the_full_precision_files(error):
-    from pipeline.models import _from_pretrained
+    from pipeline.backends.local.models import _from_pretrained
 
     model = FlakyModel(error, OSError("a second error that would hide the first"))
     with pytest.raises(ModelLoadError) as caught:
@@ -162,7 +163,7 @@ def test_other_load_errors_are_reported_without_downloading_the_full_precision_f
 def test_a_real_folder_without_fp16_files_loads_its_full_precision_weights(tiny_models):
     from diffusers import ControlNetModel
 
-    from pipeline.models import _from_pretrained
+    from pipeline.backends.local.models import _from_pretrained
 
     controlnet = _from_pretrained(ControlNetModel, tiny_models.spec.controlnet, "ControlNet", "controlnet",
                                   None, "fp16")
@@ -172,7 +173,7 @@ def test_a_real_folder_without_fp16_files_loads_its_full_precision_weights(tiny_
 def test_the_tiny_scheduler_config_is_sdxls_so_other_samplers_get_sdxls_settings(tiny_models):
     """Keys Euler ignores still reach the other samplers: without SDXL's clip_sample false and
     set_alpha_to_one false, DDIM would take its own defaults (true) and differ from the real models'."""
-    from pipeline.tiny import SDXL_SCHEDULER_CONFIG
+    from pipeline.backends.local.tiny import SDXL_SCHEDULER_CONFIG
 
     config = tiny_models.scheduler_config
     assert {key: config.get(key) for key in SDXL_SCHEDULER_CONFIG if not key.startswith("_")} == {

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline import BackdropError, BgReplaceRequest, OutOfMemory, generate
-from pipeline.images import decode_image_bytes, load_image, max_pixels
+from pipeline.contract.images import decode_image_bytes, load_image, max_pixels
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "data" / "bad"))
@@ -243,7 +243,7 @@ def test_a_model_that_cannot_load_is_named_and_the_studio_stays_up(u2netp_home, 
 
 
 def test_an_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
-    from pipeline.outputs import write_atomically
+    from pipeline.workflows.outputs import write_atomically
 
     def crash(*args):
         raise OSError("disk full")

@@ -171,9 +171,9 @@ def test_urls_to_loopback_private_and_link_local_addresses_are_refused(server, t
 
 
 def test_eight_concurrent_requests_never_share_the_gpu(server, monkeypatch):
-    import pipeline.local
+    import pipeline.backends.local.backend
 
-    spans, real_denoise = [], pipeline.local._denoise
+    spans, real_denoise = [], pipeline.backends.local.backend._denoise
 
     def timed_denoise(*args, **kwargs):
         start = time.perf_counter()
@@ -182,7 +182,7 @@ def test_eight_concurrent_requests_never_share_the_gpu(server, monkeypatch):
         finally:
             spans.append((start, time.perf_counter()))
 
-    monkeypatch.setattr(pipeline.local, "_denoise", timed_denoise)
+    monkeypatch.setattr(pipeline.backends.local.backend, "_denoise", timed_denoise)
     with ThreadPoolExecutor(8) as pool:
         replies = list(pool.map(lambda seed: post(server, body(seed=seed, strength=0.2)), range(8)))
     assert [reply.status_code for reply in replies] == [200] * 8
@@ -194,7 +194,7 @@ def test_eight_concurrent_requests_never_share_the_gpu(server, monkeypatch):
 
 
 def test_a_full_queue_answers_503_with_retry_after(server, monkeypatch):
-    from pipeline.queue import gpu_queue
+    from pipeline.workflows.queue import gpu_queue
 
     monkeypatch.setattr(gpu_queue, "max_waiting", 1)
     with ThreadPoolExecutor(2) as pool:
@@ -209,12 +209,12 @@ def test_a_full_queue_answers_503_with_retry_after(server, monkeypatch):
 
 
 def test_unexpected_failures_are_500_with_a_request_id_and_no_trace(server, monkeypatch, caplog):
-    import pipeline.local
+    import pipeline.backends.local.backend
 
     def broken(*args, **kwargs):
         raise RuntimeError("internal detail that must stay in the log")
 
-    monkeypatch.setattr(pipeline.local, "generate_local", broken)
+    monkeypatch.setattr(pipeline.backends.local.backend, "generate_local", broken)
     caplog.set_level(logging.ERROR, logger="backdrop.rest")
     reply = post(server, body())
     data = reply.json()
@@ -239,8 +239,8 @@ def test_health_and_openapi_docs(server):
 def test_open_host_without_keys_warns(monkeypatch, caplog):
     from fastapi import FastAPI
 
-    from pipeline.queue import GenerationQueue
-    from pipeline.rest import mount_rest
+    from pipeline.workflows.queue import GenerationQueue
+    from pipeline.interfaces.rest import mount_rest
 
     monkeypatch.delenv("BACKDROP_API_KEYS", raising=False)
     caplog.set_level(logging.WARNING, logger="backdrop.rest")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.models import ENV_OVERRIDES, SDXL_DEFAULTS
+from pipeline.backends.local.models import ENV_OVERRIDES, SDXL_DEFAULTS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,7 +80,7 @@ def probe(tmp_path: Path, with_spaces: bool, generate: bool = False) -> str:
             def GPU(duration=60):
                 def wrap(function):
                     def on_gpu(*args, **kwargs):
-                        from pipeline.models import loaded_model_sets
+                        from pipeline.backends.local.models import loaded_model_sets
                         print("models loaded before the GPU call:", bool(loaded_model_sets()))
                         args, kwargs = pickle.loads(pickle.dumps((args, kwargs)))
                         return pickle.loads(pickle.dumps(function(*args, **kwargs)))
@@ -130,7 +130,7 @@ def preloaded_files() -> dict[str, list[str]]:
 def fake_hub_cache(cache: Path, files: dict[str, list[str]], tiny_root: Path) -> list[Path]:
     """A Hugging Face cache holding ``files`` of each repo and nothing else, made from the tiny set's files
     (an fp16 variant's name, from the full-precision file of the same component)."""
-    from pipeline.tiny import byte_tokenizer
+    from pipeline.backends.local.tiny import byte_tokenizer
 
     sources = {SDXL_DEFAULTS.base: tiny_root / "base", SDXL_DEFAULTS.controlnet: tiny_root / "controlnet",
                SDXL_DEFAULTS.ip_adapter: tiny_root / "ip_adapter", SDXL_DEFAULTS.vae: tiny_root / "base" / "vae"}
@@ -158,7 +158,7 @@ def test_spaces_preloads_exactly_the_files_backdrop_loads(tiny_models, tmp_path,
     repositories, no fp32 or .bin copies baked into the Space's image."""
     import huggingface_hub.constants
 
-    from pipeline.models import _load, model_spec, resolve_runtime
+    from pipeline.backends.local.models import _load, model_spec, resolve_runtime
 
     for env in ("BACKDROP_CONFIG", *ENV_OVERRIDES.values()):
         monkeypatch.delenv(env, raising=False)

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from pipeline import generate
-from pipeline.compose import SOLID_ALPHA, composite_product
-from pipeline.models import LoadedModels, resolve_runtime
+from pipeline.stages.compose import SOLID_ALPHA, composite_product
+from pipeline.backends.local.models import LoadedModels, resolve_runtime
 from scenes import perfume_bottle
 
 
@@ -23,7 +23,7 @@ def pixels(image) -> np.ndarray:
 @pytest.fixture(scope="module")
 def fused_models(tiny_models):
     """The tiny pipeline with every self-attention layer fused, on its own copy of the weights."""
-    from pipeline.speed import fuse_self_attention
+    from pipeline.backends.local.speed import fuse_self_attention
 
     pipe = copy.deepcopy(tiny_models.pipe)
     counts = [fuse_self_attention(model) for model in (pipe.unet, pipe.controlnet)]
@@ -86,7 +86,7 @@ def count_vae_encodes(pipe, monkeypatch) -> list[int]:
 def test_no_vae_encode_whose_result_is_unused(tiny_models, make_request, monkeypatch):
     from diffusers import UNet2DConditionModel
 
-    from pipeline.diffusion import BackdropInpaintPipeline
+    from pipeline.backends.local.diffusion import BackdropInpaintPipeline
 
     # A 9-channel inpainting UNet reads the masked product's latents, and the starting image's go into the
     # first step's noise (strength 1 runs as 0.9999): two encodes, whatever the number of samples.
@@ -109,14 +109,14 @@ def test_no_vae_encode_whose_result_is_unused(tiny_models, make_request, monkeyp
 
 
 def test_model_offload_takes_the_image_encoder_off_the_gpu_in_turn():
-    from pipeline.diffusion import BackdropInpaintPipeline
+    from pipeline.backends.local.diffusion import BackdropInpaintPipeline
 
     assert BackdropInpaintPipeline.model_cpu_offload_seq.split("->") == [
         "text_encoder", "text_encoder_2", "image_encoder", "unet", "vae"]
 
 
 def test_speed_options_follow_the_device_and_the_compile_flag(monkeypatch):
-    from pipeline.speed import SpeedOptions
+    from pipeline.backends.local.speed import SpeedOptions
 
     monkeypatch.delenv("BACKDROP_COMPILE", raising=False)
     assert SpeedOptions.for_runtime("cpu", "none").applied() == []
@@ -143,9 +143,9 @@ def full_resolution_fill(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 def test_large_photo_compositing_matches_the_direct_computation(monkeypatch):
     """Past 1536 px the edge colour comes from a shrunk copy; the result must match the full-size maths.
     (The threshold is lowered here so a 1.5 MP photo takes the large-photo path at a tenth of the cost.)"""
-    import pipeline.compose
+    import pipeline.stages.compose
 
-    monkeypatch.setattr(pipeline.compose, "_FILL_WORKING_SIDE", 512)
+    monkeypatch.setattr(pipeline.stages.compose, "_FILL_WORKING_SIDE", 512)
     photo, alpha = perfume_bottle(750, 500)
     photo = photo.resize((1500, 1000), Image.Resampling.BICUBIC)
     soft = cv2.GaussianBlur(np.asarray(alpha.resize((1500, 1000), Image.Resampling.BICUBIC)), (31, 31), 0)
@@ -171,11 +171,11 @@ def test_compositing_accepts_arrays_and_images_alike():
 
 def test_the_soft_edge_is_found_once_per_request_and_every_sample_keeps_the_product(tiny_models, make_request,
                                                                                     monkeypatch):
-    import pipeline.prepare
+    import pipeline.stages.prepare
 
     found = []
-    real = pipeline.prepare.soft_edge
-    monkeypatch.setattr(pipeline.prepare, "soft_edge", lambda *a: found.append(1) or real(*a))
+    real = pipeline.stages.prepare.soft_edge
+    monkeypatch.setattr(pipeline.stages.prepare, "soft_edge", lambda *a: found.append(1) or real(*a))
     request = make_request(samples=3, resolution=64)
     result = generate(request, models=tiny_models)
     assert len(found) == 1 and len(result.images) == 3
@@ -194,7 +194,7 @@ def test_compiled_blocks_last_through_a_sweep_of_requests(tiny_models, make_requ
     which with fullgraph=True failed the fourth request."""
     import torch
 
-    from pipeline.speed import compile_transformer_blocks
+    from pipeline.backends.local.speed import compile_transformer_blocks
 
     monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)  # torch's default, restored afterwards
     pipe = copy.deepcopy(tiny_models.pipe)

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from pipeline import BackdropError, BgReplaceRequest
-from pipeline.masking import MASK_MODELS
+from pipeline.contract.choices import MASK_MODELS
 
 ROOT = Path(__file__).resolve().parent.parent
 ALLOWED = "expected one of 'birefnet-general-lite', 'birefnet-general', 'birefnet-massive'"
@@ -36,7 +36,7 @@ def test_mask_model_default_comes_from_the_environment(monkeypatch, bottle, refe
 
 def test_an_unknown_mask_model_in_the_environment_names_the_variable_value_and_choices(monkeypatch, bottle,
                                                                                       reference):
-    from pipeline.request import check_environment
+    from pipeline.contract.request import check_environment
 
     monkeypatch.setenv("BACKDROP_MASK_MODEL", "bria-rmbg")
     with pytest.raises(BackdropError) as caught:
@@ -67,7 +67,7 @@ def test_the_cli_help_shows_the_default_the_environment_sets():
 
 def test_the_studio_and_rest_stop_at_start_up_on_an_unknown_mask_model(monkeypatch, capsys):
     import app
-    from pipeline.rest import mount_rest
+    from pipeline.interfaces.rest import mount_rest
 
     monkeypatch.setenv("BACKDROP_MASK_MODEL", "nope")
     monkeypatch.setattr(app, "launch_studio", lambda **kwargs: pytest.fail("the studio started"))
@@ -94,7 +94,7 @@ def test_the_studio_mask_model_dropdown_starts_on_the_environments_choice(monkey
 @pytest.fixture
 def no_gpu(monkeypatch):
     """This machine as one without a CUDA or MPS GPU, whatever it really has; nothing may be downloaded."""
-    from pipeline import models
+    from pipeline.backends.local import models
 
     monkeypatch.setattr(models, "_best_device", lambda torch: "cpu")
     monkeypatch.setattr(models, "_may_have_gpu", lambda: True)  # so torch is asked (and says no)
@@ -163,7 +163,7 @@ def test_the_studio_says_so_under_its_title_and_in_the_log(no_gpu, monkeypatch, 
 
 
 def test_the_cli_refuses_sdxl_without_a_gpu_with_exit_1(no_gpu, monkeypatch, tmp_path, capsys):
-    from pipeline.cli import main
+    from pipeline.interfaces.cli import main
 
     photo = tmp_path / "perfume.jpg"
     Image.open(ROOT / "assets" / "product-perfume.jpg").save(photo)
@@ -183,7 +183,7 @@ SDXL_LIKE = [("sd_xl_base_1.0.safetensors", 7_000), ("unet/diffusion_pytorch_mod
 
 
 def test_the_files_a_load_needs_follow_variant_subfolder_and_passed_components():
-    from pipeline.downloads import needed_files
+    from pipeline.backends.local.downloads import needed_files
 
     pipeline_fp16 = needed_files(SDXL_LIKE, variant="fp16", pipeline_skips=("vae",))
     assert sorted(pipeline_fp16) == [("text_encoder/model.fp16.safetensors", 200),
@@ -203,7 +203,7 @@ def fake_hub(monkeypatch, tmp_path):
     import huggingface_hub
     from huggingface_hub import constants
 
-    from pipeline import downloads
+    from pipeline.backends.local import downloads
 
     listing = type("Info", (), {"siblings": [type("File", (), {"rfilename": "model.safetensors", "size": 3_000_000})]})
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
@@ -218,7 +218,7 @@ def fake_hub(monkeypatch, tmp_path):
 def test_a_download_says_what_how_big_and_how_far(fake_hub):
     import time
 
-    from pipeline.downloads import reporting_download
+    from pipeline.backends.local.downloads import reporting_download
 
     said = []
     with reporting_download("org/model", said.append):  # the load, writing its blob as the hub client does
@@ -233,7 +233,7 @@ def test_a_download_says_what_how_big_and_how_far(fake_hub):
 def test_nothing_is_said_when_the_files_are_already_here_or_offline(fake_hub, monkeypatch):
     import huggingface_hub
 
-    from pipeline.downloads import reporting_download
+    from pipeline.backends.local.downloads import reporting_download
 
     said = []
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo, name: f"/cache/{name}")

@@ -228,7 +228,7 @@ def redirector():
 
 def test_the_hosted_key_never_follows_a_redirect_to_another_host(redirector, make_request):
     from fake_segmind import FakeSegmind
-    from pipeline.hosted import HostedAPIError, HostedSettings, generate_hosted
+    from pipeline.backends.hosted import HostedAPIError, HostedSettings, generate_hosted
 
     with FakeSegmind(api_key="sk-hosted-secret") as elsewhere:
         _Redirector.target = elsewhere.url
@@ -242,7 +242,7 @@ def test_the_hosted_key_never_follows_a_redirect_to_another_host(redirector, mak
 
 def test_a_service_error_quoting_the_key_is_masked_before_it_is_shortened(make_request):
     from fake_segmind import FakeSegmind
-    from pipeline.hosted import HostedAPIError, HostedSettings, generate_hosted
+    from pipeline.backends.hosted import HostedAPIError, HostedSettings, generate_hosted
 
     secret = "sk-live-0123456789abcdef"
     with FakeSegmind(api_key=secret) as service:
@@ -285,7 +285,7 @@ def bad_image_host(monkeypatch):
 
 
 def test_a_trickling_image_host_is_cut_off_at_the_whole_download_limit(server, bad_image_host, monkeypatch):
-    from pipeline import fetch
+    from pipeline.interfaces import fetch
 
     monkeypatch.setattr(fetch, "TOTAL_TIMEOUT", 2.0)
     started = time.monotonic()
@@ -326,7 +326,7 @@ def test_long_and_colliding_preset_names_get_a_message_never_an_overwrite(tmp_pa
     import gradio as gr
 
     import app
-    from pipeline.presets import get_preset, save_user_preset
+    from pipeline.workflows.presets import get_preset, save_user_preset
 
     monkeypatch.setenv("BACKDROP_PRESETS_DIR", str(tmp_path))
     with pytest.raises(gr.Error, match=r"Name for a new preset \(preset_name\): 300 characters is too long; at most 80"):

@@ -17,15 +17,20 @@ from typing import Any, Mapping
 
 from PIL import Image
 
-from .errors import BackdropError
-from .images import load_image
-from .masking import DEFAULT_MASK_MODEL, MASK_MODELS
-from .schedulers import DEFAULT_SCHEDULER, SCHEDULER_NAMES, canonical_scheduler_name
+from pipeline.contract.errors import BackdropError
+from pipeline.contract.images import load_image
+from pipeline.contract.choices import (
+    DEFAULT_MASK_MODEL,
+    DEFAULT_SCHEDULER,
+    MASK_MODELS,
+    OUTPUT_FORMATS,
+    OUTPUT_SIZES,
+    SCHEDULER_NAMES,
+    canonical_scheduler_name,
+)
 
 MAX_PROMPT_CHARS = 2000
 MAX_SEED = 999_999_999_999_999
-OUTPUT_SIZES = ("input", "generation")
-OUTPUT_FORMATS = ("jpeg", "png")
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 

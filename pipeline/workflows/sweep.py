@@ -13,10 +13,11 @@ from typing import Any, Callable
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .errors import BackdropError
-from .prepare import Reuse, resolve_seeds
-from .request import FIELDS, BgReplaceRequest
-from .result import BgReplaceResult, CancelCheck, Progress, ProgressCallback
+from pipeline.contract.errors import BackdropError
+from pipeline.stages.prepare import resolve_seeds
+from pipeline.stages.reuse import Reuse
+from pipeline.contract.request import FIELDS, BgReplaceRequest
+from pipeline.contract.result import BgReplaceResult, CancelCheck, Progress, ProgressCallback
 
 SWEEP_AXES = ("cn_weight", "ip_adapter_weight", "guidance_scale", "strength", "num_inference_steps", "scheduler",
               "seed", "prompt", "preset")
@@ -70,7 +71,7 @@ def parse_axis_values(axis: str, text: str) -> list[Any]:
     if not items:
         raise BackdropError(f"give at least one value for {axis}", field=f"{axis} values")
     if axis == "preset":
-        from .presets import get_preset
+        from pipeline.workflows.presets import get_preset
 
         return [get_preset(item).slug for item in items]
     return [FIELDS[axis].coerce(item) for item in items]
@@ -78,7 +79,7 @@ def parse_axis_values(axis: str, text: str) -> list[Any]:
 
 def cell_request(base: BgReplaceRequest, axis: str, value: Any) -> BgReplaceRequest:
     if axis == "preset":
-        from .presets import get_preset
+        from pipeline.workflows.presets import get_preset
 
         return base.replace(**get_preset(value).settings)
     return base.replace(**{axis: value})

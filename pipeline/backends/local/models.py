@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import BackdropError, ModelLoadError, NoGpu
+from pipeline.contract.choices import DTYPES, MEMORY_MODES, MODEL_SETS
+from pipeline.contract.errors import BackdropError, ModelLoadError, NoGpu
 
-MODEL_SETS = ("sdxl", "tiny")
-MEMORY_MODES = ("none", "model", "sequential")
-DTYPES = ("float16", "bfloat16", "float32")
+
+def default_model_set() -> str:
+    """BACKDROP_MODEL_SET, or "sdxl"."""
+    return os.environ.get("BACKDROP_MODEL_SET") or "sdxl"
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ def model_spec(model_set: str = "sdxl") -> ModelSpec:
 
 
 def tiny_spec() -> ModelSpec:
-    from .tiny import NATIVE_RESOLUTION, ensure_tiny_models
+    from pipeline.backends.local.tiny import NATIVE_RESOLUTION, ensure_tiny_models
 
     root = ensure_tiny_models()
     return ModelSpec(
@@ -220,7 +222,7 @@ class LoadedModels:
     spec: ModelSpec
     runtime: Runtime
     scheduler_config: dict[str, Any]
-    speed: list[str] = dataclasses.field(default_factory=list)  # speed-ups applied (pipeline.speed)
+    speed: list[str] = dataclasses.field(default_factory=list)  # speed-ups applied (pipeline.backends.local.speed)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)  # one generation at a time
 
     def info(self) -> dict[str, Any]:
@@ -277,8 +279,8 @@ def _load(spec: ModelSpec, runtime: Runtime, say: LoadProgress) -> LoadedModels:
     from diffusers import AutoencoderKL, ControlNetModel
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
-    from .diffusion import BackdropInpaintPipeline
-    from .downloads import reporting_download
+    from pipeline.backends.local.diffusion import BackdropInpaintPipeline
+    from pipeline.backends.local.downloads import reporting_download
 
     quiet_libraries()
     dtype = getattr(torch, runtime.dtype)
@@ -324,7 +326,7 @@ def assemble(pipe: Any, spec: ModelSpec, runtime: Runtime, say: LoadProgress | N
     """Speed up and place a built pipeline (IP-Adapter loaded) on its device: the last steps of loading,
     shared by ``load_models`` and benchmarks/gpu.py, which builds full-size models from configs and passes
     its own ``speed`` (``SpeedOptions``) to measure each speed-up on its own."""
-    from .speed import SpeedOptions, speed_up
+    from pipeline.backends.local.speed import SpeedOptions, speed_up
 
     say = say or (lambda message: None)
     options = speed or SpeedOptions.for_runtime(runtime.device, runtime.memory_mode)

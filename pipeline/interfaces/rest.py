@@ -20,12 +20,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .errors import BackdropError
-from .fetch import fetch_image_url
-from .images import encode_image
-from .queue import GenerationQueue, QueueFull
-from .request import FIELDS, HOSTED_FIELDS, IMAGE_FIELDS, BgReplaceRequest, check_environment, loads_json
-from .result import BgReplaceResult
+from pipeline.contract.errors import BackdropError
+from pipeline.interfaces.fetch import fetch_image_url
+from pipeline.contract.images import encode_image
+from pipeline.workflows.queue import GenerationQueue, QueueFull
+from pipeline.contract.request import FIELDS, HOSTED_FIELDS, IMAGE_FIELDS, BgReplaceRequest, check_environment, loads_json
+from pipeline.contract.result import BgReplaceResult
 
 log = logging.getLogger("backdrop.rest")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")  # a server on these is reachable from this machine only
@@ -93,7 +93,7 @@ def create_rest_app(*, model_set: str, queue: GenerationQueue) -> FastAPI:
 
     @api.get("/health", summary="Device, model set, loaded models and queue length")
     async def health(request: Request) -> dict[str, Any]:
-        from .models import loaded_model_sets
+        from pipeline.backends.local.models import loaded_model_sets
 
         if not has_valid_key(request.headers.get("x-api-key", "")):
             return {"status": "ok"}  # with keys set, strangers learn only that the server is up
@@ -177,7 +177,7 @@ async def _read_json(request: Request) -> dict[str, Any]:
 
 def _generate(fields: dict[str, Any], model_set: str, queue: GenerationQueue) -> BgReplaceResult:
     """Blocking work, run in a worker thread: fetch URL images, validate, wait for the GPU, generate."""
-    from . import generate
+    from pipeline.backends import generate
 
     for name in IMAGE_FIELDS:
         value = fields.get(name)
@@ -235,7 +235,7 @@ _DECODE_JSON_REPLY = (
 
 def _device() -> str:
     try:
-        from .models import resolve_runtime
+        from pipeline.backends.local.models import resolve_runtime
 
         return resolve_runtime().device
     except BackdropError as error:

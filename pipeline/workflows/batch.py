@@ -24,12 +24,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from .cli import OneLineParser, add_request_flags, make_runner, request_values
-from .errors import BackdropError
-from .masking import find_product_ahead
-from .outputs import check_out_folder, plan_paths, write_atomically, write_result
-from .prepare import Reuse
-from .request import FIELDS, IMAGE_FIELDS, BgReplaceRequest
+from pipeline.interfaces.cli import OneLineParser, add_request_flags, make_runner, request_values
+from pipeline.contract.errors import BackdropError
+from pipeline.stages.masking import find_product_ahead
+from pipeline.workflows.outputs import check_out_folder, plan_paths, write_atomically, write_result
+from pipeline.stages.reuse import Reuse
+from pipeline.contract.request import FIELDS, IMAGE_FIELDS, BgReplaceRequest
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 MAX_JOBS = 8
@@ -223,8 +223,8 @@ def plan_items(args: argparse.Namespace, out: Path) -> list[Item]:
 
 
 def _items_from_file(args: argparse.Namespace, base: dict[str, Any], decoded: dict[Any, Any]) -> list[Item]:
-    from .items import read_items
-    from .presets import get_preset
+    from pipeline.workflows.items import read_items
+    from pipeline.workflows.presets import get_preset
 
     source = Path(args.items)
     folder = Path(os.path.abspath(source.parent))  # paths in the file are relative to it
@@ -332,7 +332,7 @@ def _generation_leaves_the_cpu_free(args: argparse.Namespace) -> bool:
     12-photo batch of the tiny models on 2 cores ran 5% slower with it)."""
     if args.backend == "hosted":
         return True
-    from .models import resolve_runtime
+    from pipeline.backends.local.models import resolve_runtime
 
     return resolve_runtime(args.device, args.dtype, args.memory_mode).device != "cpu"
 
@@ -341,7 +341,7 @@ def _base_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The preset's settings and reference, then the flags: what every item starts from."""
     fields: dict[str, Any] = {}
     if args.preset:
-        from .presets import get_preset
+        from pipeline.workflows.presets import get_preset
 
         preset = get_preset(args.preset)
         fields |= preset.settings

@@ -17,7 +17,7 @@ from urllib.parse import urljoin, urlsplit
 
 import urllib3
 
-from .errors import BackdropError
+from pipeline.contract.errors import BackdropError
 
 MAX_BYTES = 20 * 1024 * 1024
 MAX_REDIRECTS = 3

@@ -8,7 +8,7 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-from .errors import BackdropError
+from pipeline.contract.errors import BackdropError
 
 DEFAULT_QUEUE_SIZE = 16
 

@@ -19,11 +19,12 @@ from urllib.parse import urljoin, urlsplit
 
 from PIL import Image
 
-from .errors import BackdropError, GenerationCancelled
-from .images import decode_image_bytes, encode_image
-from .prepare import PreparedInputs, Reuse, finish_result, resolve_seeds
-from .request import HOSTED_FIELDS, BgReplaceRequest
-from .result import BgReplaceResult, CancelCheck, Progress, ProgressCallback
+from pipeline.contract.errors import BackdropError, GenerationCancelled
+from pipeline.contract.images import decode_image_bytes, encode_image
+from pipeline.stages.prepare import PreparedInputs, finish_result, resolve_seeds
+from pipeline.stages.reuse import Reuse
+from pipeline.contract.request import HOSTED_FIELDS, BgReplaceRequest
+from pipeline.contract.result import BgReplaceResult, CancelCheck, Progress, ProgressCallback
 
 log = logging.getLogger("backdrop.hosted")
 
@@ -309,3 +310,13 @@ def _fit(image: Image.Image, side: int) -> Image.Image:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+class HostedBackend:
+    """The ``Backend`` that sends each sample to the hosted bg-replace API."""
+
+    name = "hosted"
+    options = frozenset({"api_key", "settings"})
+
+    def generate(self, request: BgReplaceRequest, **options: Any) -> BgReplaceResult:
+        return generate_hosted(request, **options)

@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import BackdropError
-from .models import DTYPES, MEMORY_MODES, MODEL_SETS
-from .request import FIELDS, IMAGE_FIELDS, BgReplaceRequest, check_environment
-from .result import Progress
+from pipeline.contract.errors import BackdropError
+from pipeline.contract.choices import DTYPES, MEMORY_MODES, MODEL_SETS
+from pipeline.contract.request import FIELDS, IMAGE_FIELDS, BgReplaceRequest, check_environment
+from pipeline.contract.result import Progress
 
 # Image fields are file paths on the command line; "base64" only shapes hosted/REST replies.
 _CLI_SKIPS = {*IMAGE_FIELDS, "base64"}
@@ -77,11 +77,11 @@ def request_values(args: argparse.Namespace) -> dict[str, Any]:
 
 def make_runner(args: argparse.Namespace, say: Any) -> Any:
     """``run(request, **hooks) -> result`` for the chosen backend; local models are loaded once, up front."""
-    from . import generate
+    from pipeline.backends import generate
 
     if args.backend == "hosted":
         return lambda request, **hooks: generate(request, backend="hosted", on_progress=say, **hooks)
-    from .models import load_models
+    from pipeline.backends.local.models import load_models
 
     models = load_models(args.model_set, device=args.device, dtype=args.dtype, memory_mode=args.memory_mode,
                          on_progress=lambda message: say(Progress("load", 0.0, message)))
@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"backdrop: error: {error}", file=sys.stderr)
         return error.exit_code
     if argv[:1] == ["batch"]:
-        from .batch import build_batch_parser, run_batch
+        from pipeline.workflows.batch import build_batch_parser, run_batch
 
         parser, command, argv = build_batch_parser(), run_batch, argv[1:]
     else:
@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .outputs import check_out_folder, save_result
+    from pipeline.workflows.outputs import check_out_folder, save_result
 
     check_out_folder(args.out)
     request = BgReplaceRequest.from_dict(request_values(args) | {"image": Path(args.image)})

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import BackdropError
+from pipeline.contract.errors import BackdropError
 
 MIN_SIDE = 64
 DEFAULT_MAX_PIXELS = 64_000_000  # a 61 MP full-frame sensor fits; anything far past it is a bomb or a mistake

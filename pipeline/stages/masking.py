@@ -16,25 +16,12 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .compose import SOLID_ALPHA
-from .errors import BackdropError, ModelLoadError
+from pipeline.stages.compose import SOLID_ALPHA
+from pipeline.contract.choices import MASK_MODELS
+from pipeline.contract.errors import BackdropError, ModelLoadError
 
 log = logging.getLogger("backdrop.masking")
 
-# Product-friendly rembg models. birefnet-general-lite is the default: BiRefNet is trained for sharp
-# object boundaries (not only people or salient blobs), it is MIT-licensed (rembg's own default,
-# bria-rmbg, is non-commercial) and the lite build is 224 MB and a few seconds on a CPU, where the
-# full birefnet-general is 973 MB and several times slower. u2netp is the tiny, fast one tests use.
-MASK_MODELS: tuple[str, ...] = (
-    "birefnet-general-lite",
-    "birefnet-general",
-    "birefnet-massive",
-    "isnet-general-use",
-    "u2net",
-    "u2netp",
-    "silueta",
-)
-DEFAULT_MASK_MODEL = "birefnet-general-lite"
 
 # The square each mask model sees (rembg stretches any photo to it). Shrinking the photo to exactly this
 # ourselves, in one fast box reduction, spares rembg's Lanczos resizes of the full photo on the way in
@@ -150,7 +137,7 @@ def find_product_ahead(source: Any, mask_model: str) -> None:
     """Run the mask model on a photo before a request asks for it (the studio on upload, a batch on the
     next photo while this one generates), so that request finds the mask remembered. Never downloads a
     mask model and never raises for a bad photo: the request itself reports that, naming the field."""
-    from .images import load_image
+    from pipeline.contract.images import load_image
 
     if not mask_model_ready(mask_model):
         return

@@ -10,9 +10,9 @@ from typing import Any
 
 from PIL import Image, PngImagePlugin
 
-from .errors import BackdropError
-from .images import to_rgb
-from .request import FIELDS, IMAGE_FIELDS, loads_json
+from pipeline.contract.errors import BackdropError
+from pipeline.contract.images import to_rgb
+from pipeline.contract.request import FIELDS, IMAGE_FIELDS, loads_json
 
 KEY = "backdrop"  # PNG text chunk name; JPEG comments start with this word
 

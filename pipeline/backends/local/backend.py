@@ -8,13 +8,14 @@ from typing import Any
 
 from PIL import Image
 
-from .errors import GenerationCancelled, OutOfMemory
-from .images import to_rgb
-from .models import LoadedModels, load_models
-from .prepare import PreparedInputs, Reuse, finish_result, resolve_seeds, starting_image
-from .request import BgReplaceRequest
-from .result import BgReplaceResult, CancelCheck, Progress, ProgressCallback
-from .schedulers import make_scheduler
+from pipeline.contract.errors import GenerationCancelled, OutOfMemory
+from pipeline.contract.images import to_rgb
+from pipeline.backends.local.models import LoadedModels, default_model_set, load_models
+from pipeline.stages.prepare import PreparedInputs, finish_result, resolve_seeds, starting_image
+from pipeline.stages.reuse import Reuse
+from pipeline.contract.request import BgReplaceRequest
+from pipeline.contract.result import BgReplaceResult, CancelCheck, Progress, ProgressCallback
+from pipeline.backends.local.schedulers import make_scheduler
 
 
 def generate_local(
@@ -51,7 +52,7 @@ def generate_local(
     timings["generate"] = time.perf_counter() - stage_start
 
     report(Progress("compose", 0.0, "Laying the product back over the new background"))
-    from .diffusion import run_strength  # only now: it imports torch and diffusers
+    from pipeline.backends.local.diffusion import run_strength  # only now: it imports torch and diffusers
 
     result = finish_result(request, prepared, backgrounds, seeds, timings=timings, started=started, backend="local",
                            info=models.info() | {"pipeline_strength": run_strength(request.strength)})
@@ -123,7 +124,7 @@ def _run_pipe(pipe: Any, request: BgReplaceRequest, prepared: PreparedInputs, st
               seeds: list[int], on_step_end: Any, do_cfg: bool, reuse: Reuse) -> list[Image.Image]:
     import torch
 
-    from .diffusion import run_strength
+    from pipeline.backends.local.diffusion import run_strength
 
     # CPU generators: the same seed gives the same noise on any device.
     generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
@@ -195,3 +196,13 @@ def free_device_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+class LocalBackend:
+    """The ``Backend`` that runs on this machine's GPU (or CPU)."""
+
+    name = "local"
+    options = frozenset({"models", "model_set"})
+
+    def generate(self, request: BgReplaceRequest, *, model_set: str | None = None, **options: Any) -> BgReplaceResult:
+        return generate_local(request, model_set=model_set or default_model_set(), **options)

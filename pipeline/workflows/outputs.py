@@ -9,9 +9,9 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
-from .errors import BackdropError
-from .metadata import encode_with_metadata
-from .result import BgReplaceResult
+from pipeline.contract.errors import BackdropError
+from pipeline.workflows.metadata import encode_with_metadata
+from pipeline.contract.result import BgReplaceResult
 
 EXTENSIONS = {"jpeg": ".jpg", "png": ".png"}
 _umask_lock = threading.Lock()

@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .compose import SoftEdge, composite_product, generation_size, resize, soft_edge
-from .edges import subject_canny
-from .images import to_rgb
-from .masking import inpaint_mask, refine_alpha, subject_alpha
-from .request import MAX_SEED, BgReplaceRequest
-from .result import BgReplaceResult, Intermediates
+from pipeline.stages.compose import SoftEdge, composite_product, generation_size, resize, soft_edge
+from pipeline.stages.edges import subject_canny
+from pipeline.contract.images import to_rgb
+from pipeline.stages.masking import inpaint_mask, refine_alpha, subject_alpha
+from pipeline.contract.request import MAX_SEED, BgReplaceRequest
+from pipeline.contract.result import BgReplaceResult, Intermediates
 
 
 @dataclass(frozen=True)
@@ -76,28 +76,6 @@ def prepare_inputs(request: BgReplaceRequest, native_resolution: int) -> Prepare
     return PreparedInputs(product=product, alpha=alpha, mask_source=source, size=size, image=image_small,
                           alpha_small=alpha_small, inpaint_mask=mask, canny=canny, edge=edge,
                           product_pixels=product_pixels, alpha_pixels=alpha_pixels, seconds=seconds)
-
-
-@dataclass
-class Reuse:
-    """Work that a run of related requests (a sweep, A/B, the cells of a grid) shares instead of redoing.
-
-    Keys hold the very image objects they were made from (a sweep's requests share them), so an entry can
-    never be mistaken for another image's. ``counts`` says how often each piece was really computed.
-    """
-
-    prepared: dict[tuple, tuple[Any, PreparedInputs]] = field(default_factory=dict)
-    prompts: dict[tuple, dict[str, Any]] = field(default_factory=dict)
-    image_embeds: dict[tuple, tuple[Any, list[Any]]] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=lambda: {"prepare": 0, "prompt": 0, "image_embeds": 0})
-
-    def prepare(self, request: BgReplaceRequest, native_resolution: int) -> PreparedInputs:
-        key = (id(request.image), id(request.mask), request.mask_model, request.mask_grow, request.mask_feather,
-               request.canny_low, request.canny_high, request.resolution or native_resolution, request.output_size)
-        if key not in self.prepared:
-            self.counts["prepare"] += 1
-            self.prepared[key] = ((request.image, request.mask), prepare_inputs(request, native_resolution))
-        return self.prepared[key][1]
 
 
 def starting_image(prepared: PreparedInputs, ref_image: Image.Image) -> Image.Image:

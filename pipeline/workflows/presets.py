@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import BackdropError
-from .outputs import write_atomically
-from .request import FIELDS, IMAGE_FIELDS
+from pipeline.contract.errors import BackdropError
+from pipeline.workflows.outputs import write_atomically
+from pipeline.contract.request import FIELDS, IMAGE_FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILTIN_DIR = ROOT / "presets"

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import BackdropError
-from .request import FIELDS, IMAGE_FIELDS, loads_json
+from pipeline.contract.errors import BackdropError
+from pipeline.contract.request import FIELDS, IMAGE_FIELDS, loads_json
 
 PATH_COLUMNS = ("image", "ref_image", "mask")
 ALIASES = {"reference": "ref_image", "ref": "ref_image"}

@@ -20,7 +20,7 @@ import secrets
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs, urlsplit
 
-from .rest import api_keys, is_one_of
+from pipeline.interfaces.rest import api_keys, is_one_of
 
 COOKIE = "backdrop_key"
 LOGIN_PATH = "/backdrop-key"

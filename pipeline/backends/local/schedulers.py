@@ -1,7 +1,4 @@
-"""The hosted API's scheduler names, each mapped to its diffusers scheduler.
-
-The names are plain data here so the UI and validation can list them without importing diffusers.
-"""
+"""Each of the hosted API's scheduler names (``contract.choices``) mapped to its diffusers scheduler."""
 
 from __future__ import annotations
 
@@ -25,18 +22,6 @@ _SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
         {"use_karras_sigmas": True, "algorithm_type": "dpmsolver++", "solver_order": 2},
     ),
 }
-
-SCHEDULER_NAMES: tuple[str, ...] = tuple(_SCHEDULERS)
-DEFAULT_SCHEDULER = "DPM2 Karras"
-
-# Second-order solvers run the UNet about twice per step: worth telling a user who watches the clock.
-SECOND_ORDER = frozenset({"DPM2 Karras", "DPM2 a Karras", "Heun"})
-
-
-def canonical_scheduler_name(name: str) -> str | None:
-    """The listed spelling of ``name`` (case and spacing forgiven), or None if it is not one of ours."""
-    wanted = " ".join(name.split()).casefold()
-    return next((known for known in SCHEDULER_NAMES if known.casefold() == wanted), None)
 
 
 def make_scheduler(name: str, base_config: dict[str, Any]) -> Any:

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from PIL import Image
 
-from .request import BgReplaceRequest
+from pipeline.contract.request import BgReplaceRequest
 
 
 @dataclass(frozen=True)
