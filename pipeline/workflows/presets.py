@@ -15,7 +15,7 @@ from pipeline.contract.errors import BackdropError
 from pipeline.workflows.outputs import write_atomically
 from pipeline.contract.request import FIELDS, IMAGE_FIELDS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: pipeline/workflows/presets.py
 BUILTIN_DIR = ROOT / "presets"
 ASSETS_DIR = ROOT / "assets"
 META_KEYS = ("name", "description", "reference")
