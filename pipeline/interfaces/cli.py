@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -11,8 +10,9 @@ from typing import Any, Sequence
 
 from pipeline.contract.errors import BackdropError
 from pipeline.contract.choices import DTYPES, MEMORY_MODES, MODEL_SETS
-from pipeline.contract.request import FIELDS, IMAGE_FIELDS, BgReplaceRequest, check_environment
+from pipeline.contract.request import FIELDS, IMAGE_FIELDS, BgReplaceRequest
 from pipeline.contract.result import Progress
+from pipeline.contract.settings import check_settings, setting
 
 # Image fields are file paths on the command line; "base64" only shapes hosted/REST replies.
 _CLI_SKIPS = {*IMAGE_FIELDS, "base64"}
@@ -53,7 +53,7 @@ def add_request_flags(parser: argparse.ArgumentParser, *, ref_required: bool) ->
     parser.add_argument("--backend", choices=("local", "hosted"), default="local",
                         help="local (this machine's GPU or CPU) or hosted (the bg-replace API; key from "
                              "SEGMIND_API_KEY, address from SEGMIND_API_URL). Default: local.")
-    parser.add_argument("--model-set", choices=MODEL_SETS, default=os.environ.get("BACKDROP_MODEL_SET") or "sdxl",
+    parser.add_argument("--model-set", choices=MODEL_SETS, default=setting("BACKDROP_MODEL_SET"),
                         help="sdxl (real models from the hub) or tiny (random tiny models for tests). "
                              "Default: BACKDROP_MODEL_SET or sdxl.")
     parser.add_argument("--device", help="cuda, cuda:N, mps or cpu. Default: the best available.")
@@ -95,7 +95,7 @@ def _metavar(kind: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        check_environment()  # before the flags' help, which shows the defaults the environment sets
+        check_settings()  # every variable, before the flags' help, which shows the defaults the environment sets
     except BackdropError as error:
         print(f"backdrop: error: {error}", file=sys.stderr)
         return error.exit_code
@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("backdrop: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # a bug, not a user mistake: one line unless asked for the trace
-        if os.environ.get("BACKDROP_DEBUG"):
+        if setting("BACKDROP_DEBUG"):
             raise
         print(f"backdrop: internal error: {type(error).__name__}: {error} (BACKDROP_DEBUG=1 shows the trace)",
               file=sys.stderr)
