@@ -25,7 +25,8 @@ from typing import Any, Callable
 from pipeline.contract.choices import DEFAULT_MASK_MODEL, DTYPES, MASK_MODELS, MEMORY_MODES, MODEL_SETS
 from pipeline.contract.errors import BackdropError
 
-_FLAG_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+_FLAG_WORDS = {"1": True, "true": True, "yes": True, "on": True,
+               "0": False, "false": False, "no": False, "off": False}
 _DEVICE = re.compile(r"cuda(:\d+)?|mps|cpu")
 
 
@@ -46,7 +47,8 @@ class Setting:
     def allowed(self) -> str:
         """What is allowed, in words, for error messages."""
         if self.kind in ("whole", "number"):
-            return f"{'a whole number' if self.kind == 'whole' else 'a number'} from {_fmt(self.minimum)} to {_fmt(self.maximum)}"
+            number = "a whole number" if self.kind == "whole" else "a number"
+            return f"{number} from {_fmt(self.minimum)} to {_fmt(self.maximum)}"
         return {
             "flag": "a yes/no value: 1, true, yes or on; 0, false, no or off",
             "choice": "one of " + ", ".join(repr(choice) for choice in self.choices),
@@ -68,7 +70,8 @@ SETTINGS: dict[str, Setting] = {
     spec.name: spec
     for spec in (
         # --- the studio ---
-        _setting("BACKDROP_HOST", "text", None, "Address the studio listens on (else GRADIO_SERVER_NAME, else 127.0.0.1)."),
+        _setting("BACKDROP_HOST", "text", None,
+                 "Address the studio listens on (else GRADIO_SERVER_NAME, else 127.0.0.1)."),
         _setting("BACKDROP_PORT", "whole", None, "Port the studio listens on (else GRADIO_SERVER_PORT, else 7860).",
                  minimum=1, maximum=65535),
         _setting("BACKDROP_OUTPUT_DIR", "path", "outputs", "Folder the studio saves every result in."),
@@ -142,7 +145,8 @@ def setting(name: str) -> Any:
     if spec.config_key:
         path, values = _config_file()
         if spec.config_key in values:
-            return _parse(spec, str(values[spec.config_key]), field="BACKDROP_CONFIG", where=f"{path}: {spec.config_key}: ")
+            where = f"{path}: {spec.config_key}: "
+            return _parse(spec, str(values[spec.config_key]), field="BACKDROP_CONFIG", where=where)
     return setting_default(name)
 
 
