@@ -8,9 +8,9 @@ import sys
 from typing import Sequence
 
 from pipeline.contract.errors import BackdropError
-from pipeline.contract.request import check_environment
 from pipeline.interfaces.cli import generate
 from pipeline.interfaces.cli.common import report_error, run_command
+from pipeline.contract.settings import check_settings
 
 __all__ = ["main"]
 
@@ -18,7 +18,7 @@ __all__ = ["main"]
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        check_environment()  # before the flags' help, which shows the defaults the environment sets
+        check_settings()  # every variable, before the flags' help, which shows the defaults the environment sets
     except BackdropError as error:
         return report_error(error)
     if argv[:1] == ["batch"]:

@@ -4,7 +4,6 @@ on stderr, and turning an error into one line and an exit code."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from pipeline.contract.choices import DTYPES, MEMORY_MODES, MODEL_SETS
 from pipeline.contract.errors import BackdropError
 from pipeline.contract.request import FIELDS, IMAGE_FIELDS
 from pipeline.contract.result import Progress, ProgressCallback
+from pipeline.contract.settings import setting
 
 # Image fields are file paths on the command line; "base64" only shapes hosted/REST replies.
 _CLI_SKIPS = {*IMAGE_FIELDS, "base64"}
@@ -43,7 +43,7 @@ def add_request_flags(parser: argparse.ArgumentParser, *, ref_required: bool) ->
     parser.add_argument("--backend", choices=("local", "hosted"), default="local",
                         help="local (this machine's GPU or CPU) or hosted (the bg-replace API; key from "
                              "SEGMIND_API_KEY, address from SEGMIND_API_URL). Default: local.")
-    parser.add_argument("--model-set", choices=MODEL_SETS, default=os.environ.get("BACKDROP_MODEL_SET") or "sdxl",
+    parser.add_argument("--model-set", choices=MODEL_SETS, default=setting("BACKDROP_MODEL_SET"),
                         help="sdxl (real models from the hub) or tiny (random tiny models for tests). "
                              "Default: BACKDROP_MODEL_SET or sdxl.")
     parser.add_argument("--device", help="cuda, cuda:N, mps or cpu. Default: the best available.")
@@ -80,7 +80,7 @@ def run_command(command: Callable[[argparse.Namespace], int], args: argparse.Nam
         print("backdrop: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # a bug, not a user mistake: one line unless asked for the trace
-        if os.environ.get("BACKDROP_DEBUG"):
+        if setting("BACKDROP_DEBUG"):
             raise
         print(f"backdrop: internal error: {type(error).__name__}: {error} (BACKDROP_DEBUG=1 shows the trace)",
               file=sys.stderr)
