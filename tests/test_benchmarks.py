@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+# The benchmark scripts (import gpu, ...) come from benchmarks/, on pytest's pythonpath (pyproject.toml).
 
 
 def test_gpu_benchmark_runs_plain_and_backdrop_on_the_same_weights(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import logging
 import os
@@ -19,12 +20,22 @@ from hypothesis import strategies as st
 from pipeline import BackdropError, BgReplaceRequest, OutOfMemory, generate
 from pipeline.contract.images import decode_image_bytes, load_image, max_pixels
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "data" / "bad"))
+from scenes import small_asset
+from servers import post_json, running_studio
 
-from make_corpus import OK, corpus, write_corpus  # noqa: E402
-from scenes import small_asset  # noqa: E402
-from servers import post_json, running_studio  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load_script(path: Path):
+    """A script that lives beside its data rather than on the import path, loaded from its file."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_make_corpus = _load_script(ROOT / "tests" / "data" / "bad" / "make_corpus.py")
+OK, corpus, write_corpus = _make_corpus.OK, _make_corpus.corpus, _make_corpus.write_corpus
 
 CORPUS = corpus()
 FAST = {"scheduler": "Euler", "num_inference_steps": 20, "resolution": 64, "mask_model": "u2netp"}
