@@ -100,7 +100,8 @@ def test_ab_and_local_vs_hosted_columns(tiny_models, make_request):
     assert both.cells[0].result.seeds == both.cells[1].result.seeds
 
 
-@pytest.mark.parametrize("slug", SHIPPED)
+@pytest.mark.parametrize("slug", [pytest.param(slug, marks=() if slug == "default" else pytest.mark.slow)
+                                  for slug in SHIPPED])  # the everyday run loads and runs one
 def test_every_shipped_preset_loads_and_runs(tiny_models, make_request, slug):
     preset = list_presets()[slug]
     assert preset.source.parent == BUILTIN_DIR and preset.name and preset.description
@@ -162,6 +163,7 @@ def test_an_image_without_settings_is_explained(tmp_path):
         read_metadata(plain)
 
 
+@pytest.mark.slow
 def test_copy_as_api_request_is_a_working_curl_command(u2netp_home, tmp_path):
     """The command the studio shows, run by bash against the live REST endpoint."""
     import app

@@ -60,7 +60,12 @@ def test_reference_image_steers_the_output(tiny_models, make_request):
     assert np.abs(pixels(jungle.images[0]) - pixels(marble.images[0])).mean() > 0.5
 
 
-@pytest.mark.parametrize("scheduler", SCHEDULER_NAMES)
+# The everyday run (pytest -m "not slow") tries two: the default (second-order) and a multistep one.
+EVERYDAY_SCHEDULERS = ("DPM2 Karras", "DPM++ 2M Karras")
+
+
+@pytest.mark.parametrize("scheduler", [
+    pytest.param(name, marks=() if name in EVERYDAY_SCHEDULERS else pytest.mark.slow) for name in SCHEDULER_NAMES])
 def test_every_scheduler_runs(tiny_models, make_request, scheduler):
     result = run(tiny_models, make_request(scheduler=scheduler, resolution=64))
     image = pixels(result.images[0])

@@ -187,6 +187,7 @@ def test_the_soft_edge_is_found_once_per_request_and_every_sample_keeps_the_prod
     assert np.array_equal(np.asarray(shared), np.asarray(result.images[0]))  # the shared edge changes nothing
 
 
+@pytest.mark.slow
 def test_compiled_blocks_last_through_a_sweep_of_requests(tiny_models, make_request, monkeypatch):
     """BACKDROP_COMPILE=1, with dynamo's "eager" backend: the same tracing, guards and cache as on a GPU,
     without inductor's code generation. Every block shares one cache of compiled code; these requests add
