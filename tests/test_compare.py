@@ -41,6 +41,7 @@ def test_a_3x2_grid_has_six_cells_in_axis_order_with_labels(tiny_models, make_re
     assert np.abs(grid[80:400, 180:500].astype(int) - first_cell.astype(int)).mean() < 8
 
 
+@pytest.mark.slow
 def test_a_3x3_sweep_runs_the_masker_and_image_encoder_once(u2netp_home, tiny_models, make_request, monkeypatch):
     import pipeline.stages.masking
 
@@ -141,7 +142,7 @@ def test_user_presets_are_saved_outside_the_repo_and_listed(tmp_path, monkeypatc
         save_user_preset("bad", {"cn_weight": 9})
 
 
-@pytest.mark.parametrize("image_format", ["png", "jpeg"])
+@pytest.mark.parametrize("image_format", ["png", pytest.param("jpeg", marks=pytest.mark.slow)])
 def test_settings_round_trip_through_the_saved_image(tiny_models, make_request, tmp_path, image_format, bottle,
                                                      reference):
     request = make_request(seed=77, cn_weight=0.65, scheduler="UniPC", negative_prompt="blur", mask_grow=2,

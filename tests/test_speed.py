@@ -49,6 +49,7 @@ def test_fusing_keeps_the_ip_adapter_working(fused_models, make_request):
     assert np.abs(pixels(without.images[0]) - pixels(with_it.images[0])).mean() > 0.5
 
 
+@pytest.mark.slow
 def test_offload_modes_run_samples_one_at_a_time_with_the_same_images(tiny_models, make_request):
     """BACKDROP_MEMORY_MODE=model sends one sample at a time through the UNet; the images must not change."""
     one_at_a_time = LoadedModels(pipe=tiny_models.pipe, spec=tiny_models.spec,
