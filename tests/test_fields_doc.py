@@ -34,7 +34,9 @@ def _section(anchor: str) -> str:
 
 def _table_rows(section: str) -> dict[str, tuple[str, str]]:
     """The first table's rows: field name -> (default cell, allowed cell), in the README's order."""
-    lines = [line.strip() for line in section.splitlines() if line.strip().startswith("|")]
+    table_text = re.search(r"^\|.*?(?=^[^|]|\Z)", section, flags=re.MULTILINE | re.DOTALL)
+    assert table_text, "README, The request: the table of fields is gone"
+    lines = [line.strip() for line in table_text[0].splitlines()]
     header, rows = lines[0], lines[2:]  # lines[1] is the |---| rule
     assert [cell.strip() for cell in header.strip("|").split("|")][:3] == ["field", "default", "allowed"]
     table = {}
