@@ -1,4 +1,5 @@
-# The two commands of the README: `make run` (install and start Backdrop) and `make test`.
+# The two commands of the README: `make run` (install and start Backdrop) and `make test` (`make test-fast` for
+# everyday work).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -6,13 +7,17 @@ PIP := $(PY) -m pip install --disable-pip-version-check -c constraints.txt
 # Where the tests find the u2netp mask model (tests/conftest.py uses the same folder).
 U2NET_CACHE := $(CURDIR)/.cache/u2net
 
-.PHONY: run test bench bench-gpu install install-dev models browser clean
+.PHONY: run test test-fast bench bench-gpu install install-dev models browser clean
 
 run: install
 	$(PY) app.py
 
 test: install-dev models browser
 	$(PY) -m pytest
+
+# The everyday subset (under 2 minutes): every module's cheap tests, none marked slow (README, Testing).
+test-fast: install-dev models
+	$(PY) -m pytest -m "not slow"
 
 # Benchmarks (benchmarks/README.md): the CPU ones anywhere, the GPU one on a CUDA machine.
 bench: install-dev models

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +13,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("BACKDROP_CACHE", str(ROOT / ".cache" / "backdrop"))
 os.environ.setdefault("U2NET_HOME", str(ROOT / ".cache" / "u2net"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+# tests/ is on the import path through pyproject.toml's pythonpath, set before this file is read.
 from scenes import perfume_bottle, reference_scene  # noqa: E402
 
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "assets"))
-
-from render import perfume_bottle, reference_scene  # noqa: E402
+from render import perfume_bottle, reference_scene  # assets/render.py: assets/ is on pytest's pythonpath
 
 __all__ = ["camera_photo", "iou", "perfume_bottle", "reference_scene", "small_asset"]
 

@@ -27,6 +27,7 @@ def client(studio):
     return Client(studio[0], verbose=False)
 
 
+@pytest.mark.slow
 def test_generate_by_keyword_returns_samples_images_first(client, studio):
     from gradio_client import handle_file
 
@@ -47,6 +48,7 @@ def test_generate_by_keyword_returns_samples_images_first(client, studio):
     assert not any(b"sk-never-saved" in path.read_bytes() for path in studio[1].iterdir())
 
 
+@pytest.mark.slow
 def test_cancel_stops_a_running_generation(studio, tiny_models):
     import gradio as gr
 
@@ -71,6 +73,7 @@ def test_cancel_stops_a_running_generation(studio, tiny_models):
     assert outputs == tuple(gr.skip() for _ in range(4))  # every panel keeps what it showed: no "Error" badge
 
 
+@pytest.mark.slow
 def test_library_errors_reach_the_client_as_their_message(client):
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
@@ -175,6 +178,7 @@ def choose(page, elem_id: str, option: str) -> None:
     page.get_by_role("option", name=option, exact=True).click()
 
 
+@pytest.mark.slow
 def test_browser_generates_and_shows_gallery_and_slider(browser, studio):
     from playwright.sync_api import expect
 
@@ -187,6 +191,7 @@ def test_browser_generates_and_shows_gallery_and_slider(browser, studio):
     page.screenshot(path=str(ARTIFACTS / "studio-generated.png"), full_page=True)
 
 
+@pytest.mark.slow
 def test_browser_missing_prompt_shows_an_error_and_the_next_run_works(browser, studio):
     from playwright.sync_api import expect
 
@@ -203,6 +208,7 @@ def test_browser_missing_prompt_shows_an_error_and_the_next_run_works(browser, s
     page.screenshot(path=str(ARTIFACTS / "studio-recovered.png"), full_page=True)
 
 
+@pytest.mark.slow
 def test_browser_hosted_toggle_gets_an_image_and_shows_credits(browser, studio, monkeypatch):
     from playwright.sync_api import expect
 
@@ -223,6 +229,7 @@ def test_browser_hosted_toggle_gets_an_image_and_shows_credits(browser, studio, 
         assert all(seen["headers"]["x-api-key"] == "ui-key" for seen in service.requests)
 
 
+@pytest.mark.slow
 def test_compare_and_load_settings_by_api(client, studio):
     from gradio_client import handle_file
 
@@ -241,6 +248,7 @@ def test_compare_and_load_settings_by_api(client, studio):
     assert named["scheduler"] == "Euler" and named["mask_model"] == "u2netp"
 
 
+@pytest.mark.slow
 def test_browser_compare_tab_runs_a_2x2_sweep(browser, studio):
     from playwright.sync_api import expect
 

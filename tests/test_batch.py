@@ -43,6 +43,7 @@ def rows(out: Path) -> dict[str, dict]:
     return {Path(row["input"]).name: row for row in map(json.loads, lines)}
 
 
+@pytest.mark.slow
 def test_a_batch_records_each_item_and_a_rerun_skips_the_finished(u2netp_home, catalogue, tmp_path):
     out = tmp_path / "out"
     args = [str(catalogue), "--ref", str(ROOT / "assets" / "scene-wood.jpg"), "--prompt", "on a wooden deck",
@@ -69,6 +70,7 @@ def _text(path: Path) -> str:
     return path.read_text() if path.exists() else ""
 
 
+@pytest.mark.slow
 def test_an_interrupted_batch_resumes_to_completion(u2netp_home, catalogue, tmp_path):
     (catalogue / "broken.png").unlink()
     out = tmp_path / "out"
@@ -96,6 +98,7 @@ def test_an_interrupted_batch_resumes_to_completion(u2netp_home, catalogue, tmp_
     assert time.monotonic() - started < 5  # nothing left to do: no torch import, no model load (~10 s)
 
 
+@pytest.mark.slow
 def test_hosted_batches_run_calls_concurrently(u2netp_home, catalogue, tmp_path):
     out = tmp_path / "out"
     with FakeSegmind(api_key="k") as service:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+# The benchmark scripts (import gpu, ...) come from benchmarks/, on pytest's pythonpath (pyproject.toml).
 
 
+@pytest.mark.slow
 def test_gpu_benchmark_runs_plain_and_backdrop_on_the_same_weights(tmp_path):
     import gpu
 
@@ -43,6 +43,7 @@ PUBLISHED_SIZES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(PUBLISHED_SIZES))
 def test_architecture_configs_build_the_published_model_sizes(name):
     from accelerate import init_empty_weights
@@ -75,6 +76,7 @@ def test_only_the_fp16_fix_vae_may_skip_the_fp32_upcast():
     assert gpu.config("vae_fp16_fix", "full")["force_upcast"] is False
 
 
+@pytest.mark.slow
 def test_preprocess_benchmark_times_every_stage(tmp_path, u2netp_home):
     import preprocess
 
@@ -100,6 +102,7 @@ def test_stolen_cpu_time_is_the_steal_share_of_the_ticks_between_two_readings():
         assert ticks is not None and 0 <= ticks[0] <= ticks[1]
 
 
+@pytest.mark.slow
 def test_overhead_benchmark_separates_the_denoising_loop(tmp_path, u2netp_home):
     import overhead
 
@@ -109,6 +112,7 @@ def test_overhead_benchmark_separates_the_denoising_loop(tmp_path, u2netp_home):
     assert seconds["overhead"] + seconds["denoising_loop"] == pytest.approx(seconds["total"])
 
 
+@pytest.mark.slow
 def test_app_cold_start_answers_quickly_without_loading_models(tmp_path):
     import cold_start
 

@@ -31,6 +31,7 @@ def photo_files(tmp_path_factory):
     return folder / "bottle.jpg", folder / "wood.png"
 
 
+@pytest.mark.slow
 def test_cli_writes_images_and_sidecars(u2netp_home, photo_files, tmp_path):
     photo, reference = photo_files
     result = cli("--image", str(photo), "--ref", str(reference), "--prompt", "bottle on an oak table",
@@ -51,6 +52,7 @@ def test_cli_writes_images_and_sidecars(u2netp_home, photo_files, tmp_path):
     assert "[denoise]" in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_defaults_to_jpeg(u2netp_home, photo_files, tmp_path):
     photo, reference = photo_files
     result = cli("--image", str(photo), "--ref", str(reference), "--prompt", "bottle", "--seed", "1",
@@ -95,6 +97,7 @@ def test_cli_missing_argument_is_one_line(tmp_path):
     assert "required" in result.stderr and "--image" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["single", "batch"])
 def test_cli_mask_model_that_cannot_load_exits_1(photo_files, tmp_path, monkeypatch, command):
     """A model that cannot load exits 1, as the README promises (2 is for the user's own mistakes)."""

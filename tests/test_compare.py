@@ -41,6 +41,7 @@ def test_a_3x2_grid_has_six_cells_in_axis_order_with_labels(tiny_models, make_re
     assert np.abs(grid[80:400, 180:500].astype(int) - first_cell.astype(int)).mean() < 8
 
 
+@pytest.mark.slow
 def test_a_3x3_sweep_runs_the_masker_and_image_encoder_once(u2netp_home, tiny_models, make_request, monkeypatch):
     import pipeline.stages.masking
 
@@ -100,7 +101,8 @@ def test_ab_and_local_vs_hosted_columns(tiny_models, make_request):
     assert both.cells[0].result.seeds == both.cells[1].result.seeds
 
 
-@pytest.mark.parametrize("slug", SHIPPED)
+@pytest.mark.parametrize("slug", [pytest.param(slug, marks=() if slug == "default" else pytest.mark.slow)
+                                  for slug in SHIPPED])  # the everyday run loads and runs one
 def test_every_shipped_preset_loads_and_runs(tiny_models, make_request, slug):
     preset = list_presets()[slug]
     assert preset.source.parent == BUILTIN_DIR and preset.name and preset.description
@@ -140,7 +142,7 @@ def test_user_presets_are_saved_outside_the_repo_and_listed(tmp_path, monkeypatc
         save_user_preset("bad", {"cn_weight": 9})
 
 
-@pytest.mark.parametrize("image_format", ["png", "jpeg"])
+@pytest.mark.parametrize("image_format", ["png", pytest.param("jpeg", marks=pytest.mark.slow)])
 def test_settings_round_trip_through_the_saved_image(tiny_models, make_request, tmp_path, image_format, bottle,
                                                      reference):
     request = make_request(seed=77, cn_weight=0.65, scheduler="UniPC", negative_prompt="blur", mask_grow=2,
@@ -162,6 +164,7 @@ def test_an_image_without_settings_is_explained(tmp_path):
         read_metadata(plain)
 
 
+@pytest.mark.slow
 def test_copy_as_api_request_is_a_working_curl_command(u2netp_home, tmp_path):
     """The command the studio shows, run by bash against the live REST endpoint."""
     import app

@@ -15,6 +15,8 @@ import pytest
 from scenes import camera_photo
 from servers import studio_page
 
+pytestmark = pytest.mark.slow  # a real browser against a live studio: minutes
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 ACCORDIONS = ("Product mask (optional)", "Advanced settings", "Settings: load, save, share", "Intermediates")

@@ -60,7 +60,12 @@ def test_reference_image_steers_the_output(tiny_models, make_request):
     assert np.abs(pixels(jungle.images[0]) - pixels(marble.images[0])).mean() > 0.5
 
 
-@pytest.mark.parametrize("scheduler", SCHEDULER_NAMES)
+# The everyday run (pytest -m "not slow") tries two: the default (second-order) and a multistep one.
+EVERYDAY_SCHEDULERS = ("DPM2 Karras", "DPM++ 2M Karras")
+
+
+@pytest.mark.parametrize("scheduler", [
+    pytest.param(name, marks=() if name in EVERYDAY_SCHEDULERS else pytest.mark.slow) for name in SCHEDULER_NAMES])
 def test_every_scheduler_runs(tiny_models, make_request, scheduler):
     result = run(tiny_models, make_request(scheduler=scheduler, resolution=64))
     image = pixels(result.images[0])
@@ -75,7 +80,7 @@ def test_strength_below_one_runs_fewer_steps(tiny_models, make_request):
     assert result.images and steps[-1] == "Step 10/10"
 
 
-@pytest.mark.parametrize("size", [(900, 600), (600, 1200)])
+@pytest.mark.parametrize("size", [(900, 600), pytest.param((600, 1200), marks=pytest.mark.slow)])
 def test_product_pixels_survive_at_the_inputs_own_size(u2netp_home, tiny_models, make_request, size):
     photo, _ = perfume_bottle(*size)
     result = run(tiny_models, make_request(image=photo, mask=None, mask_model="u2netp", resolution=128))
@@ -111,8 +116,9 @@ def test_progress_reports_each_step_and_cancel_stops(tiny_models, make_request):
         generate(make_request(), models=tiny_models, should_cancel=lambda: True)
 
 
-@pytest.mark.parametrize("scheduler, steps, strength", [("DPM2 Karras", 25, 1.0), ("Heun", 20, 1.0),
-                                                        ("DPM2 a Karras", 20, 0.5)])
+@pytest.mark.parametrize("scheduler, steps, strength", [("DPM2 Karras", 25, 1.0),
+                                                        pytest.param("Heun", 20, 1.0, marks=pytest.mark.slow),
+                                                        pytest.param("DPM2 a Karras", 20, 0.5, marks=pytest.mark.slow)])
 def test_second_order_progress_counts_steps_not_unet_calls(tiny_models, make_request, scheduler, steps, strength):
     """Second-order samplers call the UNet about twice per step: the count must still end at its total."""
     seen = []
@@ -165,6 +171,7 @@ def test_cached_embeddings_hold_no_autograd_graph(tiny_models, make_request):
     assert not any(tensor.requires_grad or tensor.grad_fn is not None for tensor in cached)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_half_precision_runs_the_whole_path(make_request, dtype):
     """Real GPUs run float16: the same loading, embeddings, VAE and compositing code in a half type, here on

@@ -179,6 +179,7 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
                           timeout=300, env=os.environ | env)
 
 
+@pytest.mark.slow
 def test_cli_hosted_backend(service, tmp_path, u2netp_home):
     photo, _ = perfume_bottle(640, 480)
     photo.save(tmp_path / "bottle.png")

@@ -18,6 +18,8 @@ from PIL import Image
 from scenes import camera_photo
 from servers import running_studio
 
+pytestmark = pytest.mark.slow  # a live server, camera-size photos, npm and subprocesses: minutes
+
 ROOT = Path(__file__).resolve().parent.parent
 README_URL = "http://127.0.0.1:7860"
 KEY = "readme-key"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import logging
 import os
@@ -19,12 +20,22 @@ from hypothesis import strategies as st
 from pipeline import BackdropError, BgReplaceRequest, OutOfMemory, generate
 from pipeline.contract.images import decode_image_bytes, load_image, max_pixels
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "data" / "bad"))
+from scenes import small_asset
+from servers import post_json, running_studio
 
-from make_corpus import OK, corpus, write_corpus  # noqa: E402
-from scenes import small_asset  # noqa: E402
-from servers import post_json, running_studio  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load_script(path: Path):
+    """A script that lives beside its data rather than on the import path, loaded from its file."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_make_corpus = _load_script(ROOT / "tests" / "data" / "bad" / "make_corpus.py")
+OK, corpus, write_corpus = _make_corpus.OK, _make_corpus.corpus, _make_corpus.write_corpus
 
 CORPUS = corpus()
 FAST = {"scheduler": "Euler", "num_inference_steps": 20, "resolution": 64, "mask_model": "u2netp"}
@@ -63,6 +74,7 @@ def test_corpus_through_the_library(bad_folder, name):
         assert image.size == (120, 200)  # upright
 
 
+@pytest.mark.slow
 def test_corpus_through_the_cli(u2netp_home, bad_folder, tmp_path):
     done = subprocess.run([sys.executable, "-m", "pipeline", "batch", str(bad_folder), "--ref", str(SCENE),
                            "--prompt", "on marble", "--model-set", "tiny", "--out", str(tmp_path / "out"), "--quiet",
@@ -96,6 +108,7 @@ def rest_body(image: bytes, **fields) -> dict:
             "prompt": "on marble", "seed": 1} | FAST | fields
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CORPUS))
 def test_corpus_through_the_rest_endpoint(server, name):
     reply = rest(server, rest_body(CORPUS[name][0]))
@@ -107,6 +120,7 @@ def test_corpus_through_the_rest_endpoint(server, name):
     check_outcome(name, error)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CORPUS))
 def test_corpus_through_the_gradio_api(server, bad_folder, name):
     from gradio_client import Client, handle_file
@@ -122,6 +136,7 @@ def test_corpus_through_the_gradio_api(server, bad_folder, name):
     check_outcome(name, error)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("fields", "status", "message"),
     [
@@ -142,6 +157,7 @@ def test_hostile_fields_through_the_rest_endpoint(server, fields, status, messag
         assert message in reply.json()["error"]
 
 
+@pytest.mark.slow
 def test_non_utf8_bodies_are_refused_cleanly(server):
     reply = rest(server, b'{"prompt": "caf\xe9"}')
     assert reply.status_code == 400 and "not UTF-8" in reply.json()["error"]
@@ -164,6 +180,7 @@ request_keys = st.sampled_from(["prompt", "negative_prompt", "samples", "schedul
 small_image = base64.b64encode(_PNG).decode()
 
 
+@pytest.mark.slow
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(request_keys, json_values, max_size=8), st.sampled_from([small_image, "", "not base64", 7]))
 def test_fuzz_the_request_parser(fields, image):
@@ -187,6 +204,7 @@ def _mutations():
     return st.builds(mutate, st.sampled_from([_PNG, _JPEG]), edits, st.integers(0, 2000)) | st.binary(max_size=2000)
 
 
+@pytest.mark.slow
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_mutations())
 def test_fuzz_the_image_decoder(data):
@@ -225,6 +243,7 @@ def test_out_of_memory_is_explained_freed_and_survived(tiny_models, make_request
     assert generate(make_request(), models=tiny_models).images  # and the next request succeeds
 
 
+@pytest.mark.slow
 def test_a_model_that_cannot_load_is_named_and_the_studio_stays_up(u2netp_home, tmp_path, monkeypatch):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
@@ -254,6 +273,7 @@ def test_an_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_api_keys_never_leak_from_the_rest_endpoint(server, monkeypatch, caplog):
     secret = "sk-server-secret-123"
     monkeypatch.setenv("BACKDROP_API_KEYS", secret)
@@ -267,6 +287,7 @@ def test_api_keys_never_leak_from_the_rest_endpoint(server, monkeypatch, caplog)
 
 # --- load --------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_fifty_requests_at_concurrency_eight(server):
     import psutil
 

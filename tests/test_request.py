@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -52,6 +53,26 @@ def test_defaults_match_the_hosted_contract(images):
     for name, value in SPEC_DEFAULTS.items():
         assert getattr(request, name) == value, name
         assert FIELDS[name].default == value
+
+
+def test_the_dataclass_fields_are_FIELDS_in_the_same_order():
+    declared = [field.name for field in dataclasses.fields(BgReplaceRequest) if field.name != "sources"]
+    assert declared == list(FIELDS)
+
+
+def test_a_request_made_with_no_options_has_every_FIELDS_default(images, monkeypatch):
+    monkeypatch.delenv("BACKDROP_MASK_MODEL", raising=False)
+    request = build(images)
+    for name, spec in FIELDS.items():
+        if not spec.required:
+            assert getattr(request, name) == spec.default, name
+
+
+def test_an_environment_default_is_read_when_a_request_is_made_not_at_import(images, monkeypatch):
+    monkeypatch.setenv("BACKDROP_MASK_MODEL", "u2netp")
+    assert build(images).mask_model == "u2netp"
+    monkeypatch.delenv("BACKDROP_MASK_MODEL")
+    assert build(images).mask_model == FIELDS["mask_model"].default
 
 
 def test_ranges_match_the_hosted_contract():

@@ -59,6 +59,7 @@ def test_base64_true_gives_json_and_data_urls_are_accepted(server):
     assert Image.open(io.BytesIO(base64.b64decode(data["image"]))).format == "JPEG"
 
 
+@pytest.mark.slow
 def test_several_samples_are_never_dropped(server):
     reply = post(server, body(samples=3, seed=10))
     data = reply.json()
@@ -66,6 +67,7 @@ def test_several_samples_are_never_dropped(server):
     assert reply.headers["x-seeds"] == "10,11,12"
 
 
+@pytest.mark.slow
 def test_png_output_format(server):
     reply = post(server, body(output_format="png"))
     assert reply.headers["content-type"] == "image/png"
@@ -155,6 +157,7 @@ def trusted_image_host(monkeypatch):
         yield url
 
 
+@pytest.mark.slow
 def test_urls_are_fetched_from_public_or_trusted_hosts(server, trusted_image_host):
     assert post(server, body(image=f"{trusted_image_host}/product.jpg")).status_code == 200
 
@@ -170,6 +173,7 @@ def test_urls_to_loopback_private_and_link_local_addresses_are_refused(server, t
     assert redirected.status_code == 400 and "only public addresses are fetched" in redirected.json()["error"]
 
 
+@pytest.mark.slow
 def test_eight_concurrent_requests_never_share_the_gpu(server, monkeypatch):
     import pipeline.backends.local.backend
 
@@ -193,6 +197,7 @@ def test_eight_concurrent_requests_never_share_the_gpu(server, monkeypatch):
     assert health["queue"]["running"] == 0 and health["models_loaded"] is True
 
 
+@pytest.mark.slow
 def test_a_full_queue_answers_503_with_retry_after(server, monkeypatch):
     from pipeline.workflows.queue import gpu_queue
 
@@ -248,6 +253,7 @@ def test_open_host_without_keys_warns(monkeypatch, caplog):
     assert "without BACKDROP_API_KEYS" in caplog.text
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
 def test_a_node_client_gets_an_image(server, tmp_path):
     out = tmp_path / "node.jpg"

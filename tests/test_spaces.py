@@ -97,10 +97,12 @@ def probe(tmp_path: Path, with_spaces: bool, generate: bool = False) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 def test_app_builds_without_spaces(tmp_path):
     assert "built Blocks plain" in probe(tmp_path, with_spaces=False)
 
 
+@pytest.mark.slow
 def test_app_wraps_gpu_work_in_spaces_gpu_with_an_estimated_duration(tmp_path):
     output = probe(tmp_path, with_spaces=True, generate=True)
     assert "built Blocks spaces.GPU" in output
@@ -152,6 +154,7 @@ def fake_hub_cache(cache: Path, files: dict[str, list[str]], tiny_root: Path) ->
     return written
 
 
+@pytest.mark.slow
 def test_spaces_preloads_exactly_the_files_backdrop_loads(tiny_models, tmp_path, monkeypatch):
     """The README's preload_from_hub, laid out as a Hugging Face cache (tiny weights under the real names),
     must be enough to load the sdxl set offline in float16, and every file in it must be read: no whole

@@ -49,6 +49,7 @@ def test_fusing_keeps_the_ip_adapter_working(fused_models, make_request):
     assert np.abs(pixels(without.images[0]) - pixels(with_it.images[0])).mean() > 0.5
 
 
+@pytest.mark.slow
 def test_offload_modes_run_samples_one_at_a_time_with_the_same_images(tiny_models, make_request):
     """BACKDROP_MEMORY_MODE=model sends one sample at a time through the UNet; the images must not change."""
     one_at_a_time = LoadedModels(pipe=tiny_models.pipe, spec=tiny_models.spec,
@@ -187,6 +188,7 @@ def test_the_soft_edge_is_found_once_per_request_and_every_sample_keeps_the_prod
     assert np.array_equal(np.asarray(shared), np.asarray(result.images[0]))  # the shared edge changes nothing
 
 
+@pytest.mark.slow
 def test_compiled_blocks_last_through_a_sweep_of_requests(tiny_models, make_request, monkeypatch):
     """BACKDROP_COMPILE=1, with dynamo's "eager" backend: the same tracing, guards and cache as on a GPU,
     without inductor's code generation. Every block shares one cache of compiled code; these requests add

@@ -246,6 +246,7 @@ def test_nothing_is_said_when_the_files_are_already_here_or_offline(fake_hub, mo
     assert said == []
 
 
+@pytest.mark.slow
 def test_the_studio_and_rest_refuse_generate_without_a_gpu_with_the_ways_on(no_gpu, u2netp_home, tmp_path):
     import base64
 

@@ -43,6 +43,7 @@ def keys(monkeypatch):
 
 # --- 1. keys on every door --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_with_keys_the_gradio_api_needs_x_api_key(server, keys):
     from gradio_client import Client, handle_file
 
@@ -57,6 +58,7 @@ def test_with_keys_the_gradio_api_needs_x_api_key(server, keys):
     assert len(gallery) == 1
 
 
+@pytest.mark.slow
 def test_with_keys_the_page_asks_for_one_and_the_right_key_opens_it(server, keys):
     page = requests.get(f"{server}/", headers={"Accept": "text/html"}, timeout=30)
     assert 'name="key"' in page.text and "gradio" not in page.text.lower()
@@ -69,18 +71,21 @@ def test_with_keys_the_page_asks_for_one_and_the_right_key_opens_it(server, keys
     assert session.get(f"{server}/config", timeout=30).status_code == 200
 
 
+@pytest.mark.slow
 def test_without_keys_every_door_is_open_as_before(server, monkeypatch):
     monkeypatch.delenv("BACKDROP_API_KEYS", raising=False)
     assert requests.get(f"{server}/config", timeout=30).status_code == 200
     assert "device" in requests.get(f"{server}/v1/health", timeout=30).json()
 
 
+@pytest.mark.slow
 def test_health_tells_strangers_only_that_the_server_is_up(server, keys):
     assert requests.get(f"{server}/v1/health", timeout=30).json() == {"status": "ok"}
     full = requests.get(f"{server}/v1/health", headers={"x-api-key": keys}, timeout=30).json()
     assert full["model_set"] == "tiny" and "loaded" in full
 
 
+@pytest.mark.slow
 def test_browser_asks_for_the_key_then_generates(browser, server, keys):
     from playwright.sync_api import expect
 
@@ -101,6 +106,7 @@ def test_browser_asks_for_the_key_then_generates(browser, server, keys):
 
 # --- 3. no drive-by generation from another site ----------------------------------------------------------
 
+@pytest.mark.slow
 def test_rest_accepts_json_only(server):
     text = requests.post(f"{server}/v1/bg-replace", data=json.dumps(body()), timeout=60,
                          headers={"Content-Type": "text/plain"})
@@ -110,6 +116,7 @@ def test_rest_accepts_json_only(server):
     assert post_json(f"{server}/v1/bg-replace", body()).status_code == 200
 
 
+@pytest.mark.slow
 def test_cross_origin_calls_to_rest_are_refused_unless_configured(server, monkeypatch):
     evil = {"Origin": "https://evil.example"}
     refused = post_json(f"{server}/v1/bg-replace", body(), headers=evil)
@@ -123,6 +130,7 @@ def test_cross_origin_calls_to_rest_are_refused_unless_configured(server, monkey
 
 # --- 5. deeply nested JSON --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_deeply_nested_json_is_a_400_not_a_500(server):
     deep = "[" * 100_000 + "]" * 100_000
     reply = post_json(f"{server}/v1/bg-replace", '{"prompt": ' + deep + "}")
@@ -284,6 +292,7 @@ def bad_image_host(monkeypatch):
         yield url
 
 
+@pytest.mark.slow
 def test_a_trickling_image_host_is_cut_off_at_the_whole_download_limit(server, bad_image_host, monkeypatch):
     from pipeline.interfaces import fetch
 
@@ -294,6 +303,7 @@ def test_a_trickling_image_host_is_cut_off_at_the_whole_download_limit(server, b
     assert time.monotonic() - started < 6
 
 
+@pytest.mark.slow
 def test_a_download_cut_short_is_a_400_naming_the_field(server, bad_image_host):
     reply = post_json(f"{server}/v1/bg-replace", body(ref_image=f"{bad_image_host}/short.jpg"))
     assert reply.status_code == 400

@@ -221,32 +221,46 @@ IMAGE_FIELDS = tuple(name for name, spec in FIELDS.items() if spec.kind == "imag
 HOSTED_FIELDS = tuple(name for name, spec in FIELDS.items() if spec.hosted)
 
 
+def _default(name: str) -> Any:
+    """The dataclass default of field ``name``, taken from ``FIELDS`` so it is written once.
+
+    A field whose default an environment variable can change (``FieldSpec.env``) defaults to None here:
+    ``FieldSpec.coerce`` turns None into the default of the moment, so the variable is read when a request
+    is made, not once at import.
+    """
+    spec = FIELDS[name]
+    return None if spec.env else spec.default
+
+
 @dataclass(frozen=True)
 class BgReplaceRequest:
-    """One background-replace job. Constructing it validates and normalises every field."""
+    """One background-replace job. Constructing it validates and normalises every field.
+
+    The fields are ``FIELDS``' names in the same order (a test checks it); their defaults come from there.
+    """
 
     image: Image.Image
     ref_image: Image.Image
     prompt: str
-    negative_prompt: str | None = None
-    samples: int = 1
-    scheduler: str = DEFAULT_SCHEDULER
-    num_inference_steps: int = 25
-    guidance_scale: float = 7.5
-    seed: int = -1
-    strength: float = 1.0
-    cn_weight: float = 0.9
-    ip_adapter_weight: float = 0.5
-    base64: bool = False
-    mask_model: str | None = None  # None: BACKDROP_MASK_MODEL, else birefnet-general-lite
-    mask: Image.Image | None = None
-    mask_grow: int = 0
-    mask_feather: int = 0
-    canny_low: int = 100
-    canny_high: int = 200
-    resolution: int | None = None
-    output_size: str = "input"
-    output_format: str = "jpeg"
+    negative_prompt: str | None = _default("negative_prompt")
+    samples: int = _default("samples")
+    scheduler: str = _default("scheduler")
+    num_inference_steps: int = _default("num_inference_steps")
+    guidance_scale: float = _default("guidance_scale")
+    seed: int = _default("seed")
+    strength: float = _default("strength")
+    cn_weight: float = _default("cn_weight")
+    ip_adapter_weight: float = _default("ip_adapter_weight")
+    base64: bool = _default("base64")
+    mask_model: str | None = _default("mask_model")  # None until made: BACKDROP_MASK_MODEL, else FIELDS
+    mask: Image.Image | None = _default("mask")
+    mask_grow: int = _default("mask_grow")
+    mask_feather: int = _default("mask_feather")
+    canny_low: int = _default("canny_low")
+    canny_high: int = _default("canny_high")
+    resolution: int | None = _default("resolution")
+    output_size: str = _default("output_size")
+    output_format: str = _default("output_format")
     # The file name each image came from (``{"image": "bottle.jpg", ...}``), where it came from a file: saved
     # sidecars record it, so a result can be traced back to its photo. Not a request field: never sent.
     sources: dict[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)
