@@ -34,11 +34,12 @@ def running_studio(output_dir: Path, model_set: str = "tiny") -> Iterator[str]:
 def studio_page(output_dir: Path, model_set: str = "tiny") -> Iterator[str]:
     """The studio's Blocks alone (no REST endpoint) on a free port; yields its URL (with the trailing slash)."""
     import app
+    from pipeline.interfaces.studio.launch import UPLOAD_JS
 
     demo = app.build_demo(model_set=model_set, output_dir=output_dir)
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                allowed_paths=[str(output_dir)], js=app.UPLOAD_JS)
+                allowed_paths=[str(output_dir)], js=UPLOAD_JS)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:

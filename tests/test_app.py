@@ -52,7 +52,7 @@ def test_generate_by_keyword_returns_samples_images_first(client, studio):
 def test_cancel_stops_a_running_generation(studio, tiny_models):
     import gradio as gr
 
-    import app
+    from pipeline.interfaces.studio.handlers import Studio, cancel
 
     class Session:
         session_hash = "cancel-test"
@@ -62,9 +62,9 @@ def test_cancel_stops_a_running_generation(studio, tiny_models):
     def progress(fraction, desc=None):  # stands in for gr.Progress: press Cancel once denoising runs
         calls.append(desc)
         if desc and desc.startswith("Step"):
-            app.cancel(Session())
+            cancel(Session())
 
-    studio_state = app.Studio("tiny", studio[1])
+    studio_state = Studio("tiny", studio[1])
     outputs = studio_state.generate({"image": str(ROOT / "assets" / "product-ring.jpg"),
                                      "ref_image": str(ROOT / "assets" / "scene-marble.jpg"), "prompt": "ring",
                                      "scheduler": "Euler", "num_inference_steps": 20, "mask_model": "u2netp",
@@ -97,34 +97,35 @@ def test_library_errors_reach_the_client_as_their_message(client):
 
 
 def test_a_product_photo_is_masked_as_it_arrives_and_generate_reuses_the_mask(u2netp_home, mask_model_runs):
-    import app
+    from pipeline.interfaces.studio.handlers import find_product_early
+    from pipeline.interfaces.studio.values import build_request
     from pipeline.stages import masking
     from pipeline.stages.prepare import prepare_inputs
 
     runs = mask_model_runs
     photo, scene = str(ROOT / "assets" / "product-shoe.jpg"), str(ROOT / "assets" / "scene-wood.jpg")
-    app.find_product_early(photo, None, "u2netp")
+    find_product_early(photo, None, "u2netp")
     assert len(runs) == 1
-    request = app.build_request({"image": photo, "ref_image": scene, "prompt": "shoe", "mask_model": "u2netp"})
+    request = build_request({"image": photo, "ref_image": scene, "prompt": "shoe", "mask_model": "u2netp"})
     prepare_inputs(request, 64)
     assert len(runs) == 1  # Generate's preparation found the photo's mask remembered
 
     masking.clear_mask_cache()
-    app.find_product_early(photo, str(ROOT / "assets" / "product-ring.jpg"), "u2netp")  # the user's own mask
-    app.find_product_early(None, None, "u2netp")
-    app.find_product_early(str(ROOT / "README.md"), None, "u2netp")  # not an image: Generate will say so
+    find_product_early(photo, str(ROOT / "assets" / "product-ring.jpg"), "u2netp")  # the user's own mask
+    find_product_early(None, None, "u2netp")
+    find_product_early(str(ROOT / "README.md"), None, "u2netp")  # not an image: Generate will say so
     assert len(runs) == 1
 
 
 def test_early_masking_never_downloads_a_mask_model(monkeypatch, tmp_path):
-    import app
+    from pipeline.interfaces.studio.handlers import find_product_early
     from pipeline.stages import masking
 
     monkeypatch.setenv("U2NET_HOME", str(tmp_path))
     monkeypatch.setenv("REMBG_HOME", str(tmp_path))
     monkeypatch.setattr(masking, "_new_session", lambda name: pytest.fail(f"{name} would be opened"))
     assert not masking.mask_model_ready("birefnet-general-lite")
-    app.find_product_early(str(ROOT / "assets" / "product-shoe.jpg"), None, "birefnet-general-lite")
+    find_product_early(str(ROOT / "assets" / "product-shoe.jpg"), None, "birefnet-general-lite")
 
 
 def test_the_studio_masks_on_upload_and_on_a_new_mask_model_off_the_gpu_line():
@@ -233,6 +234,8 @@ def test_browser_hosted_toggle_gets_an_image_and_shows_credits(browser, studio, 
 def test_compare_and_load_settings_by_api(client, studio):
     from gradio_client import handle_file
 
+    from pipeline.interfaces.studio.screen import SETTING_INPUTS
+
     grid, cells, summary = client.predict(
         image=handle_file(str(ROOT / "assets" / "product-ring.jpg")),
         ref_image=handle_file(str(ROOT / "assets" / "scene-marble.jpg")),
@@ -243,7 +246,7 @@ def test_compare_and_load_settings_by_api(client, studio):
     assert [cell["caption"] for cell in cells] == ["cn_weight=0.2", "cn_weight=0.8"] and Path(grid).suffix == ".png"
     assert "2 cells" in summary
     restored = client.predict(file=handle_file(cells[1]["image"]), api_name="/load_settings")
-    named = dict(zip(__import__("app").SETTING_INPUTS, restored))
+    named = dict(zip(SETTING_INPUTS, restored))
     assert named["cn_weight"] == 0.8 and named["seed"] == 21 and named["prompt"] == "gold ring on marble"
     assert named["scheduler"] == "Euler" and named["mask_model"] == "u2netp"
 
@@ -269,9 +272,10 @@ def test_a_preset_keeps_the_machines_mask_model_and_sets_its_own_fields():
     """The mask model is this machine's choice (it may have only one): choosing a preset leaves it alone."""
     import gradio as gr
 
-    import app
+    from pipeline.interfaces.studio.handlers import apply_preset
+    from pipeline.interfaces.studio.screen import SETTING_INPUTS
 
-    values = dict(zip(app.SETTING_INPUTS, app.apply_preset("jewelry", None)))
+    values = dict(zip(SETTING_INPUTS, apply_preset("jewelry", None)))
     assert values["mask_model"] == gr.skip()
     assert values["cn_weight"] == 1 and values["scheduler"] == "DPM++ 2M Karras"
     assert values["resolution"] == 0  # the box's "model's own"

@@ -167,25 +167,26 @@ def test_an_image_without_settings_is_explained(tmp_path):
 @pytest.mark.slow
 def test_copy_as_api_request_is_a_working_curl_command(u2netp_home, tmp_path):
     """The command the studio shows, run by bash against the live REST endpoint."""
-    import app
+    from pipeline.interfaces.studio.handlers import copy_as_request
+    from pipeline.interfaces.studio.screen import SETTING_INPUTS
 
     with running_studio(tmp_path / "out") as url:
         for name, source in (("product.jpg", "product-ring.jpg"), ("reference.jpg", "scene-marble.jpg")):
             (tmp_path / name).write_bytes((ROOT / "assets" / source).read_bytes())
         settings = {"prompt": 'ring on "marble" for $5', "scheduler": "Euler", "num_inference_steps": 20.0,
                     "seed": 4, "mask_model": "u2netp", "resolution": 64}
-        command = app.copy_as_request("Local GPU", *[settings.get(name) for name in app.SETTING_INPUTS])
+        command = copy_as_request("Local GPU", *[settings.get(name) for name in SETTING_INPUTS])
         command = command.replace("http://127.0.0.1:7860", url)
         assert "BACKDROP_API_KEY" in command and '"prompt": "ring on \\\\"marble\\\\" for \\$5"' in command
         done = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
         assert Image.open(tmp_path / "result.jpg").size == Image.open(tmp_path / "product.jpg").size
-        hosted = app.copy_as_request("Hosted API", *[settings.get(name) for name in app.SETTING_INPUTS])
+        hosted = copy_as_request("Hosted API", *[settings.get(name) for name in SETTING_INPUTS])
         assert "SEGMIND_API_KEY" in hosted and "mask_model" not in hosted and "api.segmind.com" in hosted
         # Images = 2: the reply is JSON, so the command saves it as such and writes out each image by seed
         # (it used to write the JSON into result.jpg).
         (tmp_path / "result.jpg").unlink()
-        two = app.copy_as_request("Local GPU", *[(settings | {"samples": 2}).get(name) for name in app.SETTING_INPUTS])
+        two = copy_as_request("Local GPU", *[(settings | {"samples": 2}).get(name) for name in SETTING_INPUTS])
         done = subprocess.run(["bash", "-c", two.replace("http://127.0.0.1:7860", url)], cwd=tmp_path,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr

@@ -48,19 +48,20 @@ def test_front_matter_is_a_valid_space_configuration():
 PROBE = textwrap.dedent("""
     import app
     from pipeline import BgReplaceRequest
+    from pipeline.interfaces.studio import zero_gpu
     from PIL import Image
     demo = app.build_demo(model_set="tiny", output_dir="{out}")
     image = Image.new("RGB", (128, 128))
     request = BgReplaceRequest(image=image, ref_image=image, prompt="x", num_inference_steps=40, samples=2)
-    print("built", type(demo).__name__, getattr(app._generate_in_gpu_worker, "wrapped_by", "plain"))
-    print("seconds", app._gpu_seconds(request), app._gpu_seconds(request.replace(scheduler="Euler", samples=1)),
-          app._gpu_seconds(request.replace(scheduler="Euler", samples=1, guidance_scale=1, resolution=512)))
+    print("built", type(demo).__name__, getattr(zero_gpu._generate_in_gpu_worker, "wrapped_by", "plain"))
+    print("seconds", zero_gpu._gpu_seconds(request), zero_gpu._gpu_seconds(request.replace(scheduler="Euler", samples=1)),
+          zero_gpu._gpu_seconds(request.replace(scheduler="Euler", samples=1, guidance_scale=1, resolution=512)))
     if {generate}:
         stages = []
         mask = Image.new("L", (128, 128), 0)
         mask.paste(255, (32, 32, 96, 96))
         small = request.replace(num_inference_steps=20, samples=1, resolution=64, mask=mask, scheduler="Euler")
-        result = app.generate_on_gpu(small, "tiny", on_progress=lambda p: stages.append(p.stage),
+        result = zero_gpu.generate_on_gpu(small, "tiny", on_progress=lambda p: stages.append(p.stage),
                                      should_cancel=lambda: False)
         print("generated", len(result.images), result.images[0].size, stages)
 """)

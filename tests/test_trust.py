@@ -142,10 +142,10 @@ def test_deeply_nested_json_is_a_400_not_a_500(server):
 # --- 2. the server's hosted key is the operator's to lend ---------------------------------------------------
 
 def studio_values(**overrides):
-    import app
     from pipeline import FIELDS
+    from pipeline.interfaces.studio.screen import REQUEST_INPUTS
 
-    values = {name: FIELDS[name].default for name in app.REQUEST_INPUTS if name in FIELDS}
+    values = {name: FIELDS[name].default for name in REQUEST_INPUTS if name in FIELDS}
     return values | {"image": str(PRODUCT), "ref_image": str(SCENE), "prompt": "gold ring on marble",
                      "backend": "Hosted API", "api_key": "", "mask_model": "u2netp", "seed": 4} | overrides
 
@@ -153,14 +153,14 @@ def studio_values(**overrides):
 def test_visitors_spend_the_servers_hosted_key_only_when_the_operator_lends_it(tmp_path, monkeypatch, u2netp_home):
     import gradio as gr
 
-    import app
     from fake_segmind import FakeSegmind
+    from pipeline.interfaces.studio.handlers import Studio
 
     with FakeSegmind(api_key="server-secret") as service:
         monkeypatch.setenv("SEGMIND_API_URL", service.url)
         monkeypatch.setenv("SEGMIND_API_KEY", "server-secret")
         monkeypatch.delenv("BACKDROP_STUDIO_SERVER_KEY", raising=False)
-        studio = app.Studio("tiny", tmp_path)
+        studio = Studio("tiny", tmp_path)
         with pytest.raises(gr.Error, match=r"Hosted API key \(api_key\): enter your own hosted API key.*BACKDROP_STUDIO_SERVER_KEY=1"):
             studio.generate(studio_values(), request=None, progress=None)
         assert service.requests == []
@@ -183,16 +183,17 @@ def test_visitors_spend_the_servers_hosted_key_only_when_the_operator_lends_it(t
 def test_load_settings_and_ab_settings_answer_deep_json_with_the_field(tmp_path):
     import gradio as gr
 
-    import app
     from pipeline import BackdropError, BgReplaceRequest
+    from pipeline.interfaces.studio.handlers import load_settings
+    from pipeline.interfaces.studio.values import overrides
 
     sidecar = tmp_path / "deep.json"
     sidecar.write_text('{"request": ' + "[" * 100_000 + "]" * 100_000 + "}")
     with pytest.raises(gr.Error, match=r"Settings file \(settings\): the JSON is nested too deeply"):
-        app.load_settings(str(sidecar))
+        load_settings(str(sidecar))
     base = BgReplaceRequest(image=PRODUCT, ref_image=SCENE, prompt="x")
     with pytest.raises(BackdropError, match="settings_a: the JSON is nested too deeply"):
-        app._overrides(base, "[" * 100_000, "settings_a")
+        overrides(base, "[" * 100_000, "settings_a")
 
 
 @pytest.mark.parametrize(("seed", "message"), [(10**30, r"Seed \(seed\): 1000000000000000000000000000000 is out of range"),
@@ -201,12 +202,12 @@ def test_load_settings_and_ab_settings_answer_deep_json_with_the_field(tmp_path)
 def test_load_settings_checks_the_seed_like_a_request(tmp_path, seed, message):
     import gradio as gr
 
-    import app
+    from pipeline.interfaces.studio.handlers import load_settings
 
     sidecar = tmp_path / "result.json"
     sidecar.write_text(json.dumps({"request": {"prompt": "x", "seed": -1}, "seeds": [1], "index": 0, "seed": seed}))
     with pytest.raises(gr.Error, match=message):
-        app.load_settings(str(sidecar))
+        load_settings(str(sidecar))
 
 
 # --- 4. the hosted key stays with the hosted service ---------------------------------------------------------
@@ -335,12 +336,13 @@ def test_out_pointing_at_a_file_is_refused_before_any_work(tmp_path, command):
 def test_long_and_colliding_preset_names_get_a_message_never_an_overwrite(tmp_path, monkeypatch):
     import gradio as gr
 
-    import app
+    from pipeline.interfaces.studio.handlers import save_preset
+    from pipeline.interfaces.studio.screen import SETTING_INPUTS
     from pipeline.workflows.presets import get_preset, save_user_preset
 
     monkeypatch.setenv("BACKDROP_PRESETS_DIR", str(tmp_path))
     with pytest.raises(gr.Error, match=r"Name for a new preset \(preset_name\): 300 characters is too long; at most 80"):
-        app.save_preset("shoe" * 75, *[None] * len(app.SETTING_INPUTS))
+        save_preset("shoe" * 75, *[None] * len(SETTING_INPUTS))
     save_user_preset("My Shoes", {"cn_weight": 0.8})
     with pytest.raises(Exception, match=r"preset_name: 'my shoes' would be saved as my-shoes.json, which already "
                                         r"holds the preset 'My Shoes'; choose another name"):
