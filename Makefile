@@ -7,17 +7,22 @@ PIP := $(PY) -m pip install --disable-pip-version-check -c constraints.txt
 # Where the tests find the u2netp mask model (tests/conftest.py uses the same folder).
 U2NET_CACHE := $(CURDIR)/.cache/u2net
 
-.PHONY: run test test-fast bench bench-gpu install install-dev models browser clean
+.PHONY: run test test-fast lint bench bench-gpu install install-dev models browser clean
 
 run: install
 	$(PY) app.py
 
-test: install-dev models browser
+test: install-dev models browser lint
 	$(PY) -m pytest
 
 # The everyday subset (under 2 minutes): every module's cheap tests, none marked slow (README, Testing).
-test-fast: install-dev models
+test-fast: install-dev models lint
 	$(PY) -m pytest -m "not slow"
+
+# The layers and no import cycle (import-linter; contracts in pyproject.toml), and ruff's rules.
+lint: install-dev
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
 
 # Benchmarks (benchmarks/README.md): the CPU ones anywhere, the GPU one on a CUDA machine.
 bench: install-dev models
