@@ -97,3 +97,20 @@ def browser():
         )
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="session")
+def ray_runtime():
+    """One local Ray runtime for every Ray test (2 CPUs, no dashboard), shut down at the session's end.
+    Without Ray installed (`make test` installs requirements-ray.txt) the Ray tests fail, except outside CI."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("CI must have Ray: `make test` installs requirements-ray.txt")
+        pytest.skip("Ray is not installed (pip install -c constraints.txt -r requirements-ray.txt)")
+    from pipeline.interfaces.serve_ray import connect
+
+    ray = connect(None, num_cpus=2, num_gpus=0)
+    yield ray
+    ray.shutdown()

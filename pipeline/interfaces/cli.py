@@ -103,6 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pipeline.workflows.batch import build_batch_parser, run_batch
 
         parser, command, argv = build_batch_parser(), run_batch, argv[1:]
+    elif argv[:1] == ["serve"]:  # the REST endpoint on Ray Serve (docs/SCALE.md)
+        from pipeline.interfaces import serve_cli
+
+        parser, command, argv = serve_cli.build_parser(OneLineParser), serve_cli.run, argv[1:]
     else:
         parser, command = build_parser(), _run
     args = parser.parse_args(argv)

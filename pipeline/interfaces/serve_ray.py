@@ -1,0 +1,148 @@
+"""The REST endpoint on Ray Serve: the same ``/v1`` app as the studio's server, in autoscaled replicas.
+
+Each replica is a Ray actor holding one GPU (a CPU where the cluster has none), its models loaded once
+when it starts, and its own one-at-a-time GPU line (``GenerationQueue``). The routes are
+``interfaces.rest.create_rest_app``, mounted at ``/v1`` behind ``interfaces.access.KeyGuard`` exactly as
+``python app.py`` mounts them: one implementation, so contract, errors, limits and keys cannot drift.
+
+Scaling: Serve counts each replica's ongoing requests (running plus waiting at it) and keeps
+``target_ongoing_requests`` per replica by adding or removing replicas between ``--replicas MIN:MAX``.
+Requests beyond ``max_ongoing_requests`` wait in Serve's proxy, not in a replica.
+
+No request batching across callers (``serve.batch``): see docs/SCALE.md, "Why requests are not batched".
+
+Ray is imported here only; nothing the studio or ``make run`` imports reaches this module.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.contract.errors import BackdropError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the folder holding pipeline/: what replicas import from
+# A replica runs one generation and holds one more ready, so the GPU never waits for the next request's
+# decoding; the autoscaler aims at one running per replica.
+MAX_ONGOING_PER_REPLICA = 2
+TARGET_ONGOING_PER_REPLICA = 1
+# Passed to every replica: the configuration the driver was started with (keys, limits, model set, caches).
+FORWARDED_ENV_PREFIXES = ("BACKDROP_", "HF_", "U2NET_", "SEGMIND_")
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    model_set: str
+    port: int
+    host: str = "0.0.0.0"
+    min_replicas: int = 1
+    max_replicas: int = 1
+    gpus_per_replica: float = 0  # 0: the replicas use CPUs (a cluster without GPUs, and the tests)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def parse_range(text: str, *, field_name: str) -> tuple[int, int]:
+    """``"2"`` -> (2, 2); ``"1:4"`` -> (1, 4); anything else a BackdropError naming the flag."""
+    parts = text.split(":")
+    if len(parts) in (1, 2) and all(part.strip().isdigit() for part in parts):
+        low, high = int(parts[0]), int(parts[-1])
+        if 1 <= low <= high:
+            return low, high
+    raise BackdropError(f"{text!r} is not a count or MIN:MAX range of whole numbers with 1 <= MIN <= MAX "
+                        "(e.g. 2 or 1:4)", field=field_name)
+
+
+def forwarded_env() -> dict[str, str]:
+    """Backdrop's settings from this process's environment, plus an import path to the project, for the
+    replicas and workers: on a real cluster they start in another process (or on another node), not here."""
+    env = {name: value for name, value in os.environ.items() if name.startswith(FORWARDED_ENV_PREFIXES)}
+    path = os.pathsep.join(part for part in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if part)
+    return env | {"PYTHONPATH": path}
+
+
+def connect(address: str | None, **init_options: Any) -> Any:
+    """Join (``auto`` or ``ray://...``) or start (no address) a Ray runtime; return the ``ray`` module.
+
+    ``init_options`` go to ``ray.init`` when a runtime is started here (``num_cpus`` and the like)."""
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                               "runtime_env": {"env_vars": forwarded_env()}}
+    if address:
+        ray.init(address=address, **options)
+    else:
+        ray.init(**options, **init_options)
+    return ray
+
+
+def cluster_gpus(ray: Any) -> int:
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
+def build_backdrop_app(options: ServeOptions) -> Any:
+    """The Serve application: the ``/v1`` routes in a deployment scaled between the options' bounds."""
+    from ray import serve
+
+    actor_options: dict[str, Any] = {"runtime_env": {"env_vars": options.env}} if options.env else {}
+    if options.gpus_per_replica:
+        actor_options["num_gpus"] = options.gpus_per_replica
+    else:
+        actor_options["num_cpus"] = 1
+    deployment = serve.deployment(
+        serve.ingress()(BackdropReplica),
+        name="backdrop",
+        ray_actor_options=actor_options,
+        max_ongoing_requests=MAX_ONGOING_PER_REPLICA,
+        autoscaling_config={"min_replicas": options.min_replicas, "max_replicas": options.max_replicas,
+                            "initial_replicas": options.min_replicas,
+                            "target_ongoing_requests": TARGET_ONGOING_PER_REPLICA,
+                            "upscale_delay_s": 5, "downscale_delay_s": 120},
+        # Loading SDXL takes minutes on a fresh node; Serve must not count that against the replica.
+        health_check_timeout_s=120,
+    )
+    return deployment.bind(options.model_set)
+
+
+class BackdropReplica:
+    """One replica: its models loaded at start, its own GPU line, the shared ``/v1`` app in front."""
+
+    def __init__(self, model_set: str) -> None:
+        from pipeline.backends.local.models import load_models
+        from pipeline.workflows.queue import GenerationQueue
+
+        self.model_set = model_set
+        self.queue = GenerationQueue()
+        load_models(model_set)  # now, not on the first request: Serve routes to it once this returns
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return rest_root(model_set=self.model_set, queue=self.queue)
+
+
+def rest_root(*, model_set: str, queue: Any) -> Any:
+    """A server app holding only ``/v1``, behind the same key and origin guard as the studio's server."""
+    from fastapi import FastAPI
+    from starlette.middleware import Middleware
+
+    from pipeline.contract.request import check_environment
+    from pipeline.interfaces.access import KeyGuard
+    from pipeline.interfaces.rest import create_rest_app
+
+    check_environment()
+    root = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, middleware=[Middleware(KeyGuard)])
+    root.mount("/v1", create_rest_app(model_set=model_set, queue=queue))
+    return root
+
+
+def start_serving(options: ServeOptions) -> str:
+    """Start Serve's HTTP proxy on the options' host and port and deploy the app; return its base URL.
+    Returns once the minimum number of replicas answer (their models are loaded)."""
+    from ray import serve
+
+    serve.start(http_options={"host": options.host, "port": options.port})
+    serve.run(build_backdrop_app(options), name="backdrop", route_prefix="/", blocking=False)
+    shown = "127.0.0.1" if options.host in ("0.0.0.0", "::") else options.host
+    return f"http://{shown}:{options.port}"
