@@ -109,8 +109,11 @@ def ray_runtime():
         if os.environ.get("CI"):
             pytest.fail("CI must have Ray: `make test` installs requirements-ray.txt")
         pytest.skip("Ray is not installed (pip install -c constraints.txt -r requirements-ray.txt)")
-    from pipeline.interfaces.serve_ray import connect
+    from pipeline.workflows.ray_cluster import connect
 
+    # Ray starts its workers at nice 15, behind everything else on the machine: on a test machine shared with
+    # other work that starves them (a 3-minute replica start-up here), so they run at the tests' priority.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     ray = connect(None, num_cpus=2, num_gpus=0)
     yield ray
     ray.shutdown()

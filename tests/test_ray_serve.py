@@ -22,7 +22,8 @@ TIMEOUT = 300  # 2 cores shared with other work: a tiny generation can take a wh
 def serve_url(ray_runtime, u2netp_home):
     from ray import serve
 
-    from pipeline.interfaces.serve_ray import ServeOptions, forwarded_env, start_serving
+    from pipeline.interfaces.serve_ray import ServeOptions, start_serving
+    from pipeline.workflows.ray_cluster import forwarded_env
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BACKDROP_MASK_MODEL", "u2netp")

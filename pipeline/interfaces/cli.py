@@ -99,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BackdropError as error:
         print(f"backdrop: error: {error}", file=sys.stderr)
         return error.exit_code
-    if argv[:1] == ["batch"]:
+    is_batch = argv[:1] == ["batch"]
+    if is_batch:
         from pipeline.workflows.batch import build_batch_parser, run_batch
 
         parser, command, argv = build_batch_parser(), run_batch, argv[1:]
@@ -110,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         parser, command = build_parser(), _run
     args = parser.parse_args(argv)
+    if is_batch and args.ray is not None:  # the same batch as a Ray Data pipeline (docs/SCALE.md)
+        from pipeline.workflows.ray_batch import run_ray_batch as command
     try:
         return command(args)
     except BackdropError as error:

@@ -42,8 +42,8 @@ def add_ray_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.interfaces.serve_ray import (ServeOptions, cluster_gpus, connect, forwarded_env, parse_range,
-                                               start_serving)
+    from pipeline.interfaces.serve_ray import ServeOptions, start_serving
+    from pipeline.workflows.ray_cluster import cluster_gpus, connect, forwarded_env, parse_range
 
     if args.ray is None:
         raise BackdropError("serve runs on Ray only: add --ray (a local runtime), --ray auto or --ray ray://HOST:PORT; "

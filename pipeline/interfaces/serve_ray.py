@@ -11,25 +11,18 @@ Requests beyond ``max_ongoing_requests`` wait in Serve's proxy, not in a replica
 
 No request batching across callers (``serve.batch``): see docs/SCALE.md, "Why requests are not batched".
 
-Ray is imported here only; nothing the studio or ``make run`` imports reaches this module.
+Ray is imported only here and in workflows.ray_cluster; nothing the studio or ``make run`` imports reaches them.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from pipeline.contract.errors import BackdropError
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the folder holding pipeline/: what replicas import from
 # A replica runs one generation and holds one more ready, so the GPU never waits for the next request's
 # decoding; the autoscaler aims at one running per replica.
 MAX_ONGOING_PER_REPLICA = 2
 TARGET_ONGOING_PER_REPLICA = 1
-# Passed to every replica: the configuration the driver was started with (keys, limits, model set, caches).
-FORWARDED_ENV_PREFIXES = ("BACKDROP_", "HF_", "U2NET_", "SEGMIND_")
 
 
 @dataclass(frozen=True)
@@ -41,46 +34,6 @@ class ServeOptions:
     max_replicas: int = 1
     gpus_per_replica: float = 0  # 0: the replicas use CPUs (a cluster without GPUs, and the tests)
     env: dict[str, str] = field(default_factory=dict)
-
-
-def parse_range(text: str, *, field_name: str) -> tuple[int, int]:
-    """``"2"`` -> (2, 2); ``"1:4"`` -> (1, 4); anything else a BackdropError naming the flag."""
-    parts = text.split(":")
-    if len(parts) in (1, 2) and all(part.strip().isdigit() for part in parts):
-        low, high = int(parts[0]), int(parts[-1])
-        if 1 <= low <= high:
-            return low, high
-    raise BackdropError(f"{text!r} is not a count or MIN:MAX range of whole numbers with 1 <= MIN <= MAX "
-                        "(e.g. 2 or 1:4)", field=field_name)
-
-
-def forwarded_env() -> dict[str, str]:
-    """Backdrop's settings from this process's environment, plus an import path to the project, for the
-    replicas and workers: on a real cluster they start in another process (or on another node), not here."""
-    env = {name: value for name, value in os.environ.items() if name.startswith(FORWARDED_ENV_PREFIXES)}
-    path = os.pathsep.join(part for part in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if part)
-    return env | {"PYTHONPATH": path}
-
-
-def connect(address: str | None, **init_options: Any) -> Any:
-    """Join (``auto`` or ``ray://...``) or start (no address) a Ray runtime; return the ``ray`` module.
-
-    ``init_options`` go to ``ray.init`` when a runtime is started here (``num_cpus`` and the like)."""
-    import ray
-
-    if ray.is_initialized():
-        return ray
-    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                               "runtime_env": {"env_vars": forwarded_env()}}
-    if address:
-        ray.init(address=address, **options)
-    else:
-        ray.init(**options, **init_options)
-    return ray
-
-
-def cluster_gpus(ray: Any) -> int:
-    return int(ray.cluster_resources().get("GPU", 0))
 
 
 def build_backdrop_app(options: ServeOptions) -> Any:

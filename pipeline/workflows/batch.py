@@ -51,6 +51,11 @@ def build_batch_parser() -> argparse.ArgumentParser:
     parser.add_argument("--redo", action="store_true",
                         help="Make items already in --out again when their settings changed (their old images "
                              "are replaced); without it such a rerun is refused.")
+    parser.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                        help="Run on Ray (docs/SCALE.md): no address starts a local Ray runtime on this machine; "
+                             "'auto' joins the cluster this machine belongs to; ray://HOST:10001 connects as a client.")
+    parser.add_argument("--workers", metavar="MIN:MAX",
+                        help="With --ray: generation actors, one GPU each. Default: every GPU in the cluster.")
     add_request_flags(parser, ref_required=False)
     return parser
 
@@ -144,6 +149,8 @@ def remove_outputs(outputs: list[str]) -> int:
 
 
 def run_batch(args: argparse.Namespace) -> int:
+    if getattr(args, "workers", None):  # with --ray, the CLI runs workflows.ray_batch instead
+        raise BackdropError("--workers sizes a Ray batch's actor pool; add --ray", field="--workers")
     started = time.perf_counter()
     if not 1 <= args.jobs <= MAX_JOBS:
         raise BackdropError(f"{args.jobs} is out of range; expected 1 to {MAX_JOBS}", field="jobs")
