@@ -38,6 +38,18 @@ def arguments(catalogue: Path, out: Path) -> list[str]:
             "--seed", "11", "--model-set", "tiny", *FAST, "--out", str(out), "--quiet"]
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one thread in this process, as in each Ray actor (Ray sets OMP_NUM_THREADS to its CPUs): the
+    local batch then runs the same kernels the same way, and on a busy machine two threads only contend."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def run_batch(*args: str, capsys) -> tuple[int, str]:
     """``python -m pipeline batch`` in this process: with --ray it runs on the tests' shared Ray runtime."""
     from pipeline.interfaces.cli import main
@@ -52,7 +64,7 @@ def ray_batch(*args: str, capsys) -> tuple[int, str]:
 
 
 def test_a_ray_batch_makes_what_the_local_batch_makes_and_resumes(u2netp_home, ray_runtime, catalogue, tmp_path,
-                                                                   capsys):
+                                                                   capsys, one_thread):
     local_out, ray_out = tmp_path / "local", tmp_path / "ray"
     code, stderr = run_batch(*arguments(catalogue, local_out), capsys=capsys)
     assert code == 1 and "6 done, 0 skipped (already done), 1 failed" in stderr, stderr

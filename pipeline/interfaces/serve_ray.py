@@ -33,6 +33,7 @@ class ServeOptions:
     min_replicas: int = 1
     max_replicas: int = 1
     gpus_per_replica: float = 0  # 0: the replicas use CPUs (a cluster without GPUs, and the tests)
+    cpus_per_replica: float = 1  # also the threads torch uses on a CPU-only replica (Ray sets OMP_NUM_THREADS)
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -44,7 +45,7 @@ def build_backdrop_app(options: ServeOptions) -> Any:
     if options.gpus_per_replica:
         actor_options["num_gpus"] = options.gpus_per_replica
     else:
-        actor_options["num_cpus"] = 1
+        actor_options["num_cpus"] = options.cpus_per_replica
     deployment = serve.deployment(
         serve.ingress()(BackdropReplica),
         name="backdrop",

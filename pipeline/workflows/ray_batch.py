@@ -10,8 +10,9 @@ path (docs/SCALE.md). A "writing" line goes into the manifest before the files, 
 so a run killed in between leaves exactly the files its rerun removes, as the local batch does.
 
 Failures: a bad input is a ``failed`` line, never a failed job. An actor that dies (a lost node, an out-of-
-memory kill) is restarted by Ray and the items it held are retried on the pool (``max_restarts=-1``,
-``max_task_retries=-1``: Ray Data's defaults for actor pools, set here so they are visible).
+memory kill) is restarted by Ray and the items it held are retried on the pool: Ray Data gives its actor
+pools ``max_restarts=-1`` and ``max_task_retries=-1`` (ray/data/_internal/execution/operators/
+actor_pool_map_operator.py); CPU tasks are retried by Ray's task retries (3 by default).
 """
 
 from __future__ import annotations
@@ -88,7 +89,13 @@ def stream_rows(ray: Any, todo: list[Item], manifest: Manifest, args: argparse.N
     """Each item's manifest row, in the order items finish."""
     from pipeline.backends.local.models import model_spec
 
+    import logging
+
     gpus = cluster_gpus(ray)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # the batch's own progress line says it, once per item
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     plan = ray.put({"items": todo, "old_outputs": {item.key: _old_outputs(manifest, item) for item in todo},
                     "out": str(out), "native_resolution": model_spec(args.model_set).native_resolution})
     dataset = ray.data.from_items([{"index": index} for index in range(len(todo))], override_num_blocks=len(todo))
@@ -97,7 +104,7 @@ def stream_rows(ray: Any, todo: list[Item], manifest: Manifest, args: argparse.N
         Generator, batch_size=1, compute=ray.data.ActorPoolStrategy(min_size=pool[0], max_size=pool[1]),
         fn_constructor_kwargs={"model_set": args.model_set, "device": args.device, "dtype": args.dtype,
                                "memory_mode": args.memory_mode},
-        **({"num_gpus": 1} if gpus else {"num_cpus": 1}), max_restarts=-1, max_task_retries=-1)
+        **({"num_gpus": 1} if gpus else {"num_cpus": 1}))
     dataset = dataset.map(compose_and_write, fn_kwargs={"plan": plan}, num_cpus=1)
     for row in dataset.iter_rows():
         yield json.loads(row["row"])
