@@ -3,8 +3,8 @@
     plan (driver) -> decode + mask (CPU tasks) -> generate (actor pool, one GPU each, models loaded once per
     actor) -> composite + write (CPU tasks) -> manifest line (driver, as each result streams back)
 
-Planning, the manifest, resume and --redo are the local batch's own (``workflows.batch``); only the running
-differs. Each item's images and their ``.json`` sidecars are written by a CPU task straight into ``--out``
+Planning, the manifest, resume and --redo are the local batch's own (``workflows.batch``, ``workflows.manifest``,
+from the same ``BatchOptions``); only the running differs. Each item's images and their ``.json`` sidecars are written by a CPU task straight into ``--out``
 (atomically, as the local batch writes them), so ``--out`` must be a folder every node reaches at the same
 path (docs/SCALE.md). A "writing" line goes into the manifest before the files, under a lock on the folder,
 so a run killed in between leaves exactly the files its rerun removes, as the local batch does.
@@ -17,7 +17,6 @@ actor_pool_map_operator.py); CPU tasks are retried by Ray's task retries (3 by d
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import json
 import os
@@ -31,8 +30,8 @@ from typing import Any, Iterator
 
 from pipeline.contract.errors import BackdropError
 from pipeline.contract.request import BgReplaceRequest
-from pipeline.workflows.batch import (MANIFEST, Item, Manifest, _announce, _ProgressBar, items_to_make, plan_items,
-                                      remove_outputs)
+from pipeline.workflows.batch import BatchOptions, Item, _announce, _ProgressBar, items_to_make, plan_items
+from pipeline.workflows.manifest import MANIFEST, Manifest, open_manifest, remove_outputs
 from pipeline.workflows.outputs import check_out_folder, plan_paths, write_result
 from pipeline.workflows.ray_cluster import cluster_gpus, connect, parse_range
 
@@ -40,27 +39,25 @@ LOCK_FILE = ".backdrop-batch.lock"
 _shared: dict[str, Any] = {}  # per worker process: the plan, fetched from the object store once
 
 
-def run_ray_batch(args: argparse.Namespace) -> int:
+def run_ray_batch(options: BatchOptions, *, address: str = "", workers: str | None = None) -> int:
+    """``run_batch`` on a Ray cluster: ``address`` as ``--ray`` takes it ("" starts a local runtime), ``workers``
+    the generation pool's ``MIN:MAX`` (default: every GPU in the cluster). The same return codes."""
     started = time.perf_counter()
-    if args.backend != "local":
+    if options.backend != "local":
         raise BackdropError("--ray runs the local models on the cluster's GPUs; the hosted API needs no cluster "
                             "(use --jobs for parallel hosted calls)", field="--ray")
-    out = Path(args.out)
+    out = options.out
     check_out_folder(out)
-    items = plan_items(args, out)  # every photo found and every value checked before any work starts
-    out.mkdir(parents=True, exist_ok=True)
-    for leftover in out.rglob(".*.part"):  # an image a killed run was writing: never given a final name
-        leftover.unlink(missing_ok=True)
-    manifest = Manifest(out / MANIFEST)
-    manifest.remove_unfinished_writes()
-    todo = items_to_make(items, manifest, out, redo=args.redo)
-    _announce(args, items, todo, out)
+    items = plan_items(options)  # every photo found and every value checked before any work starts
+    manifest = open_manifest(out)
+    todo = items_to_make(items, manifest, out, redo=options.redo)
+    _announce(options, items, todo)
     if todo:
-        ray = connect(args.ray or None)
-        low, high = _pool_size(args.workers, cluster_gpus(ray))
-        bar = _ProgressBar(len(todo), len(items) - len(todo), quiet=args.quiet)
+        ray = connect(address or None)
+        pool = _pool_size(workers, cluster_gpus(ray))
+        bar = _ProgressBar(len(todo), len(items) - len(todo), quiet=options.quiet)
         try:
-            for row in stream_rows(ray, todo, manifest, args, out, pool=(low, high)):
+            for row in stream_rows(ray, todo, manifest, options, pool=pool):
                 with folder_lock(out):
                     manifest.record(row)
                 bar.advance(row)
@@ -84,7 +81,7 @@ def _pool_size(workers: str | None, gpus: int) -> tuple[int, int]:
     return parse_range(workers or str(max(1, gpus)), field_name="--workers")
 
 
-def stream_rows(ray: Any, todo: list[Item], manifest: Manifest, args: argparse.Namespace, out: Path,
+def stream_rows(ray: Any, todo: list[Item], manifest: Manifest, options: BatchOptions,
                 pool: tuple[int, int]) -> Iterator[dict[str, Any]]:
     """Each item's manifest row, in the order items finish."""
     from pipeline.backends.local.models import model_spec
@@ -97,13 +94,14 @@ def stream_rows(ray: Any, todo: list[Item], manifest: Manifest, args: argparse.N
     context.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     plan = ray.put({"items": todo, "old_outputs": {item.key: _old_outputs(manifest, item) for item in todo},
-                    "out": str(out), "native_resolution": model_spec(args.model_set).native_resolution})
+                    "out": str(options.out),
+                    "native_resolution": model_spec(options.chosen_model_set()).native_resolution})
     dataset = ray.data.from_items([{"index": index} for index in range(len(todo))], override_num_blocks=len(todo))
     dataset = dataset.map(prepare_item, fn_kwargs={"plan": plan}, num_cpus=1)
     dataset = dataset.map_batches(
         Generator, batch_size=1, compute=ray.data.ActorPoolStrategy(min_size=pool[0], max_size=pool[1]),
-        fn_constructor_kwargs={"model_set": args.model_set, "device": args.device, "dtype": args.dtype,
-                               "memory_mode": args.memory_mode},
+        fn_constructor_kwargs={"model_set": options.chosen_model_set(), "device": options.device,
+                               "dtype": options.dtype, "memory_mode": options.memory_mode},
         **({"num_gpus": 1} if gpus else {"num_cpus": 1}))
     dataset = dataset.map(compose_and_write, fn_kwargs={"plan": plan}, num_cpus=1)
     for row in dataset.iter_rows():

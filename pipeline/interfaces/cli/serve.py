@@ -13,14 +13,13 @@ import time
 
 from pipeline.contract.choices import MODEL_SETS
 from pipeline.contract.errors import BackdropError
+from pipeline.interfaces.cli.common import OneLineParser
 
 AUTO_ADDRESS = "auto"
 
 
-def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The flags; ``parser_class`` is the CLI's own (one-line usage errors), passed in so this module does
-    not import the CLI that dispatches to it."""
-    parser = parser_class(prog="python -m pipeline serve",
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="python -m pipeline serve",
                            description="Serve POST /v1/bg-replace and GET /v1/health from Ray Serve replicas "
                                        "(the same contract, errors, limits and API keys as python app.py).")
     add_ray_flag(parser)
@@ -35,10 +34,11 @@ def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.Argument
 
 
 def add_ray_flag(parser: argparse.ArgumentParser) -> None:
+    """--ray [ADDRESS], shared with ``batch``: where the Ray cluster is (docs/SCALE.md)."""
     parser.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                        help="Run on Ray: no address starts a local Ray runtime on this machine; 'auto' joins "
-                             "the cluster this machine belongs to (ray start); ray://HOST:10001 connects as a "
-                             "client.")
+                        help="Run on Ray (docs/SCALE.md): no address starts a local Ray runtime on this machine; "
+                             "'auto' joins the cluster this machine belongs to (ray start); ray://HOST:10001 "
+                             "connects as a client.")
 
 
 def run(args: argparse.Namespace) -> int:
