@@ -38,35 +38,39 @@ def arguments(catalogue: Path, out: Path) -> list[str]:
             "--seed", "11", "--model-set", "tiny", *FAST, "--out", str(out), "--quiet"]
 
 
-@pytest.fixture
-def one_thread():
-    """torch on one thread in this process, as in each Ray actor (Ray sets OMP_NUM_THREADS to its CPUs): the
-    local batch then runs the same kernels the same way, and on a busy machine two threads only contend."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def run_batch(*args: str, capsys) -> tuple[int, str]:
-    """``python -m pipeline batch`` in this process: with --ray it runs on the tests' shared Ray runtime."""
+def ray_batch(*args: str, capsys) -> tuple[int, str]:
+    """``python -m pipeline batch ... --ray`` in this process, on the tests' shared Ray runtime."""
     from pipeline.interfaces.cli import main
 
     capsys.readouterr()
-    code = main(["batch", *args])
+    code = main(["batch", *args, "--ray"])
     return code, capsys.readouterr().err
 
 
-def ray_batch(*args: str, capsys) -> tuple[int, str]:
-    return run_batch(*args, "--ray", capsys=capsys)
+def local_batch_in_a_worker(ray, *args: str) -> tuple[int, str]:
+    """The local batch (no --ray), run in a Ray worker process of one CPU, as each stage of the Ray batch runs:
+    the same process environment (Ray sets OMP_NUM_THREADS to a worker's CPUs) on both sides of the
+    comparison, and the same share of a busy machine (here, generation in a pytest process ran ~50x slower
+    than in a Ray worker, for the same pixels)."""
+
+    def run(argv: list[str]) -> tuple[int, str]:  # nested: sent to the worker by value
+        import contextlib
+        import io
+
+        from pipeline.interfaces.cli import main
+
+        said = io.StringIO()
+        with contextlib.redirect_stderr(said):
+            code = main(argv)
+        return code, said.getvalue()
+
+    return ray.get(ray.remote(num_cpus=1)(run).remote(["batch", *args]), timeout=900)
 
 
 def test_a_ray_batch_makes_what_the_local_batch_makes_and_resumes(u2netp_home, ray_runtime, catalogue, tmp_path,
-                                                                   capsys, one_thread):
+                                                                   capsys):
     local_out, ray_out = tmp_path / "local", tmp_path / "ray"
-    code, stderr = run_batch(*arguments(catalogue, local_out), capsys=capsys)
+    code, stderr = local_batch_in_a_worker(ray_runtime, *arguments(catalogue, local_out))
     assert code == 1 and "6 done, 0 skipped (already done), 1 failed" in stderr, stderr
     code, stderr = ray_batch(*arguments(catalogue, ray_out), capsys=capsys)
     assert code == 1 and "6 done, 0 skipped (already done), 1 failed" in stderr, stderr

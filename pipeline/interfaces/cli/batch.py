@@ -48,5 +48,5 @@ def run(args: argparse.Namespace) -> int:
 
         return run_ray_batch(options_from(args), address=args.ray, workers=args.workers)
     if args.workers:
-        raise BackdropError("--workers sizes a Ray batch's actor pool; add --ray", field="--workers")
+        raise BackdropError("sizes a Ray batch's actor pool: add --ray", field="--workers")
     return run_batch(options_from(args))
