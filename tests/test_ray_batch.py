@@ -50,8 +50,7 @@ def ray_batch(*args: str, capsys) -> tuple[int, str]:
 def local_batch_in_a_worker(ray, *args: str) -> tuple[int, str]:
     """The local batch (no --ray), run in a Ray worker process of one CPU, as each stage of the Ray batch runs:
     the same process environment (Ray sets OMP_NUM_THREADS to a worker's CPUs) on both sides of the
-    comparison, and the same share of a busy machine (here, generation in a pytest process ran ~50x slower
-    than in a Ray worker, for the same pixels)."""
+    comparison, so what is compared is the pipeline's split, not two thread settings."""
 
     def run(argv: list[str]) -> tuple[int, str]:  # nested: sent to the worker by value
         import contextlib
