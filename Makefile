@@ -7,7 +7,7 @@ PIP := $(PY) -m pip install --disable-pip-version-check -c constraints.txt
 # Where the tests find the u2netp mask model (tests/conftest.py uses the same folder).
 U2NET_CACHE := $(CURDIR)/.cache/u2net
 
-.PHONY: run test test-fast lint bench bench-gpu install install-dev models browser clean
+.PHONY: run test test-fast lint bench bench-gpu install install-dev install-ray models browser ray-cluster ray-stop clean
 
 run: install
 	$(PY) app.py
@@ -42,9 +42,24 @@ $(VENV)/.installed: requirements.txt constraints.txt | $(VENV)/bin/python
 	$(PIP) -r requirements.txt
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+# The tests cover the optional Ray scale-out too (docs/SCALE.md): install-dev brings Ray, `make run` does not.
+$(VENV)/.installed-dev: $(VENV)/.installed-ray requirements-dev.txt
 	$(PIP) -r requirements-dev.txt
 	touch $@
+
+install-ray: $(VENV)/.installed-ray
+
+$(VENV)/.installed-ray: $(VENV)/.installed requirements-ray.txt
+	$(PIP) -r requirements-ray.txt
+	touch $@
+
+# A one-machine Ray cluster to try `--ray auto` against (docs/SCALE.md); `make ray-stop` ends it.
+ray-cluster: install-ray
+	$(VENV)/bin/ray start --head --disable-usage-stats --include-dashboard=false
+	@echo "Now: .venv/bin/python -m pipeline batch FOLDER --ref REF --prompt TEXT --out OUT --ray auto"
+
+ray-stop:
+	$(VENV)/bin/ray stop
 
 # The real u2netp mask model, offline (see tests/provision_u2netp.py).
 models: $(U2NET_CACHE)/u2netp.onnx

@@ -96,3 +96,23 @@ def browser():
         )
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="session")
+def ray_runtime():
+    """One local Ray runtime for every Ray test (2 CPUs, no dashboard), shut down at the session's end.
+    Without Ray installed (`make test` installs requirements-ray.txt) the Ray tests fail, except outside CI."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("CI must have Ray: `make test` installs requirements-ray.txt")
+        pytest.skip("Ray is not installed (pip install -c constraints.txt -r requirements-ray.txt)")
+    from pipeline.workflows.ray_cluster import connect
+
+    # Ray starts its workers at nice 15, behind everything else on the machine: on a test machine shared with
+    # other work that starves them (a 3-minute replica start-up here), so they run at the tests' priority.
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    ray = connect(None, num_cpus=2, num_gpus=0)
+    yield ray
+    ray.shutdown()

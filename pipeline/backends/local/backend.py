@@ -46,18 +46,40 @@ def generate_local(
     prepared = reuse.prepare(request, models.spec.native_resolution)
     timings["prepare"] = time.perf_counter() - stage_start
 
-    seeds = resolve_seeds(request.seed, request.samples)
-    stage_start = time.perf_counter()
-    backgrounds = _denoise(models, request, prepared, seeds, report, should_cancel, reuse)
-    timings["generate"] = time.perf_counter() - stage_start
-
+    backgrounds, seeds = generate_backgrounds(request, prepared, models=models, timings=timings, on_progress=report,
+                                              should_cancel=should_cancel, reuse=reuse)
     report(Progress("compose", 0.0, "Laying the product back over the new background"))
-    from pipeline.backends.local.diffusion import run_strength  # only now: it imports torch and diffusers
-
     result = finish_result(request, prepared, backgrounds, seeds, timings=timings, started=started, backend="local",
-                           info=models.info() | {"pipeline_strength": run_strength(request.strength)})
+                           info=result_info(models, request))
     report(Progress("compose", 1.0, "Done"))
     return result
+
+
+def generate_backgrounds(
+    request: BgReplaceRequest,
+    prepared: PreparedInputs,
+    *,
+    models: LoadedModels,
+    timings: dict[str, float],
+    on_progress: ProgressCallback | None = None,
+    should_cancel: CancelCheck | None = None,
+    reuse: Reuse | None = None,
+) -> tuple[list[Image.Image], list[int]]:
+    """The device's part alone: new backgrounds (generation size) for already prepared inputs, and their
+    seeds. A Ray batch masks and composites on other machines' CPUs around it (workflows.ray_batch)."""
+    seeds = resolve_seeds(request.seed, request.samples)
+    stage_start = time.perf_counter()
+    backgrounds = _denoise(models, request, prepared, seeds, on_progress or (lambda progress: None), should_cancel,
+                           reuse if reuse is not None else Reuse())
+    timings["generate"] = time.perf_counter() - stage_start
+    return backgrounds, seeds
+
+
+def result_info(models: LoadedModels, request: BgReplaceRequest) -> dict[str, Any]:
+    """What a local result records about how it was made (its models, the pipeline's strength)."""
+    from pipeline.backends.local.diffusion import run_strength  # only now: it imports torch and diffusers
+
+    return models.info() | {"pipeline_strength": run_strength(request.strength)}
 
 
 def _denoise(

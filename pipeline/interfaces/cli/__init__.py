@@ -1,5 +1,5 @@
 """``python -m pipeline`` and its subcommands: one module each (``generate`` for a single photo, ``batch``
-for a catalogue), sharing ``common``. Each builds its parser and turns the flags into a call of the layers
+for a catalogue, ``serve`` for the REST endpoint on Ray Serve), sharing ``common``. Each builds its parser and turns the flags into a call of the layers
 below; none holds a workflow of its own."""
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pipeline.interfaces.cli import batch  # the catalogue's modules only when asked for
 
         parser, command, argv = batch.build_parser(), batch.run, argv[1:]
+    elif argv[:1] == ["serve"]:  # the REST endpoint on Ray Serve (docs/SCALE.md)
+        from pipeline.interfaces.cli import serve
+
+        parser, command, argv = serve.build_parser(), serve.run, argv[1:]
     else:
         parser, command = generate.build_parser(), generate.run
     return run_command(command, parser.parse_args(argv))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pipeline.contract.errors import BackdropError
 from pipeline.interfaces.cli.common import OneLineParser, add_request_flags, request_values
+from pipeline.interfaces.cli.serve import add_ray_flag
 from pipeline.workflows.batch import MAX_JOBS, BatchOptions, run_batch
 
 
@@ -24,6 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--redo", action="store_true",
                         help="Make items already in --out again when their settings changed (their old images "
                              "are replaced); without it such a rerun is refused.")
+    add_ray_flag(parser)
+    parser.add_argument("--workers", metavar="MIN:MAX",
+                        help="With --ray: generation actors, one GPU each (CPUs where the cluster has none). "
+                             "Default: every GPU in the cluster.")
     add_request_flags(parser, ref_required=False)
     return parser
 
@@ -37,4 +43,10 @@ def options_from(args: argparse.Namespace) -> BatchOptions:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.ray is not None:  # the same catalogue as a Ray Data pipeline (docs/SCALE.md)
+        from pipeline.workflows.ray_batch import run_ray_batch
+
+        return run_ray_batch(options_from(args), address=args.ray, workers=args.workers)
+    if args.workers:
+        raise BackdropError("sizes a Ray batch's actor pool: add --ray", field="--workers")
     return run_batch(options_from(args))

@@ -1,0 +1,241 @@
+"""``python -m pipeline batch ... --ray [ADDRESS]``: the same batch on a Ray cluster, as a Ray Data pipeline.
+
+    plan (driver) -> decode + mask (CPU tasks) -> generate (actor pool, one GPU each, models loaded once per
+    actor) -> composite + write (CPU tasks) -> manifest line (driver, as each result streams back)
+
+Planning, the manifest, resume and --redo are the local batch's own (``workflows.batch``, ``workflows.manifest``,
+from the same ``BatchOptions``); only the running differs. Each item's images and their ``.json`` sidecars are written by a CPU task straight into ``--out``
+(atomically, as the local batch writes them), so ``--out`` must be a folder every node reaches at the same
+path (docs/SCALE.md). A "writing" line goes into the manifest before the files, under a lock on the folder,
+so a run killed in between leaves exactly the files its rerun removes, as the local batch does.
+
+Failures: a bad input is a ``failed`` line, never a failed job. An actor that dies (a lost node, an out-of-
+memory kill) is restarted by Ray and the items it held are retried on the pool: Ray Data gives its actor
+pools ``max_restarts=-1`` and ``max_task_retries=-1`` (ray/data/_internal/execution/operators/
+actor_pool_map_operator.py); CPU tasks are retried by Ray's task retries (3 by default).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pickle
+import sys
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from pipeline.contract.errors import BackdropError
+from pipeline.contract.request import BgReplaceRequest
+from pipeline.workflows.batch import BatchOptions, Item, _announce, _ProgressBar, items_to_make, plan_items
+from pipeline.workflows.manifest import MANIFEST, Manifest, open_manifest, remove_outputs
+from pipeline.workflows.outputs import check_out_folder, plan_paths, write_result
+from pipeline.workflows.ray_cluster import cluster_gpus, connect, parse_range
+
+LOCK_FILE = ".backdrop-batch.lock"
+_shared: dict[str, Any] = {}  # per worker process: the plan, fetched from the object store once
+
+
+def run_ray_batch(options: BatchOptions, *, address: str = "", workers: str | None = None) -> int:
+    """``run_batch`` on a Ray cluster: ``address`` as ``--ray`` takes it ("" starts a local runtime), ``workers``
+    the generation pool's ``MIN:MAX`` (default: every GPU in the cluster). The same return codes."""
+    started = time.perf_counter()
+    if options.backend != "local":
+        raise BackdropError("--ray runs the local models on the cluster's GPUs; the hosted API needs no cluster "
+                            "(use --jobs for parallel hosted calls)", field="--ray")
+    out = options.out
+    check_out_folder(out)
+    items = plan_items(options)  # every photo found and every value checked before any work starts
+    manifest = open_manifest(out)
+    todo = items_to_make(items, manifest, out, redo=options.redo)
+    _announce(options, items, todo)
+    if todo:
+        ray = connect(address or None)
+        pool = _pool_size(workers, cluster_gpus(ray))
+        bar = _ProgressBar(len(todo), len(items) - len(todo), quiet=options.quiet)
+        try:
+            for row in stream_rows(ray, todo, manifest, options, pool=pool):
+                with folder_lock(out):
+                    manifest.record(row)
+                bar.advance(row)
+        except KeyboardInterrupt:
+            bar.finish()
+            Manifest(manifest.path)  # re-read (workers' "writing" lines included) and compacted
+            print(f"backdrop: interrupted; {MANIFEST} holds every finished item, rerun the same command to resume",
+                  file=sys.stderr)
+            return 130
+        bar.finish()
+    manifest = Manifest(manifest.path)  # one line per item again, the workers' lines included
+    done = sum(1 for item in items if manifest.is_done(item.key))
+    skipped = len(items) - len(todo)
+    print(f"backdrop: {done - skipped} done, {skipped} skipped (already done), {len(items) - done} failed, "
+          f"{time.perf_counter() - started:.1f} s on Ray; manifest: {manifest.path}", file=sys.stderr)
+    return 1 if len(items) > done else 0
+
+
+def _pool_size(workers: str | None, gpus: int) -> tuple[int, int]:
+    """--workers MIN:MAX, by default every GPU in the cluster (one actor on the CPUs where there is none)."""
+    return parse_range(workers or str(max(1, gpus)), field_name="--workers")
+
+
+def stream_rows(ray: Any, todo: list[Item], manifest: Manifest, options: BatchOptions,
+                pool: tuple[int, int]) -> Iterator[dict[str, Any]]:
+    """Each item's manifest row, in the order items finish."""
+    from pipeline.backends.local.models import model_spec
+
+    import logging
+
+    gpus = cluster_gpus(ray)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # the batch's own progress line says it, once per item
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    plan = ray.put({"items": todo, "old_outputs": {item.key: _old_outputs(manifest, item) for item in todo},
+                    "out": str(options.out),
+                    "native_resolution": model_spec(options.chosen_model_set()).native_resolution})
+    dataset = ray.data.from_items([{"index": index} for index in range(len(todo))], override_num_blocks=len(todo))
+    dataset = dataset.map(prepare_item, fn_kwargs={"plan": plan}, num_cpus=1)
+    dataset = dataset.map_batches(
+        Generator, batch_size=1, compute=ray.data.ActorPoolStrategy(min_size=pool[0], max_size=pool[1]),
+        fn_constructor_kwargs={"model_set": options.chosen_model_set(), "device": options.device,
+                               "dtype": options.dtype, "memory_mode": options.memory_mode},
+        **({"num_gpus": 1} if gpus else {"num_cpus": 1}))
+    dataset = dataset.map(compose_and_write, fn_kwargs={"plan": plan}, num_cpus=1)
+    for row in dataset.iter_rows():
+        yield json.loads(row["row"])
+
+
+def _old_outputs(manifest: Manifest, item: Item) -> list[str]:
+    """--redo: the images a done item had, replaced by the new ones."""
+    old = manifest.rows.get(item.key, {})
+    return old.get("outputs", []) if old.get("status") == "done" else []
+
+
+# --- the stages; each runs in a Ray worker process --------------------------------------------------------------
+
+def prepare_item(row: dict[str, Any], plan: Any) -> dict[str, Any]:
+    """Decode the photo and find the product (CPU). A bad photo becomes its failed row here."""
+    from pipeline.stages.prepare import prepare_inputs
+
+    item = _plan(plan)["items"][row["index"]]
+    record = _new_row(item)
+    try:
+        request = BgReplaceRequest.from_dict(item.fields | {"image": item.path})
+        record["request"] = request.settings()
+        clock = time.perf_counter()
+        prepared = prepare_inputs(request, _plan(plan)["native_resolution"])
+        work = {"request": request, "prepared": prepared, "timings": {"prepare": time.perf_counter() - clock}}
+    except Exception as error:  # noqa: BLE001 (BackdropError or not: one broken item must not stop a catalogue)
+        _fail(record, error)
+        work = None
+    return {"index": row["index"], "record": pickle.dumps(record), "work": pickle.dumps(work)}
+
+
+class Generator:
+    """One actor of the pool: the models loaded once, the prompts' and references' embeddings reused across
+    its items (as one local batch reuses them)."""
+
+    def __init__(self, model_set: str, device: str | None, dtype: str | None, memory_mode: str | None) -> None:
+        from pipeline.backends.local.models import load_models
+        from pipeline.stages.reuse import Reuse
+
+        self.models = load_models(model_set, device=device, dtype=dtype, memory_mode=memory_mode)
+        self.reuse = Reuse()
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        records, works = [], []
+        for record_bytes, work_bytes in zip(batch["record"], batch["work"]):
+            record, work = pickle.loads(record_bytes), pickle.loads(work_bytes)
+            if work is not None:
+                work = self._generate(record, work)
+            records.append(pickle.dumps(record))
+            works.append(pickle.dumps(work))
+        return {"index": list(batch["index"]), "record": records, "work": works}
+
+    def _generate(self, record: dict[str, Any], work: dict[str, Any]) -> dict[str, Any] | None:
+        from pipeline.backends.local.backend import generate_backgrounds, result_info
+
+        try:
+            backgrounds, seeds = generate_backgrounds(work["request"], work["prepared"], models=self.models,
+                                                      timings=work["timings"], reuse=self.reuse)
+        except Exception as error:  # noqa: BLE001
+            _fail(record, error)
+            return None
+        return work | {"backgrounds": backgrounds, "seeds": seeds, "info": result_info(self.models, work["request"])}
+
+
+def compose_and_write(row: dict[str, Any], plan: Any) -> dict[str, Any]:
+    """Lay each product back over its new backgrounds (CPU) and write the images; return the manifest row."""
+    from pipeline.stages.prepare import finish_result
+
+    shared = _plan(plan)
+    item = shared["items"][row["index"]]
+    record, work = pickle.loads(row["record"]), pickle.loads(row["work"])
+    if work is not None:
+        try:
+            started = time.perf_counter() - sum(work["timings"].values())
+            result = finish_result(work["request"], work["prepared"], work["backgrounds"], work["seeds"],
+                                   timings=work["timings"], started=started, backend="local", info=work["info"])
+            paths = write_item(item, result, Path(shared["out"]), shared["old_outputs"][item.key])
+            record |= {"outputs": [str(path) for path in paths], "status": "done", "seeds": list(result.seeds),
+                       "timings": result.timings}
+        except Exception as error:  # noqa: BLE001
+            _fail(record, error)
+    started = record.pop("_t")
+    record |= {"seconds": round(time.time() - started, 3),
+               "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return {"row": json.dumps(record, ensure_ascii=False)}
+
+
+def write_item(item: Item, result: Any, out: Path, old_outputs: list[str]) -> list[Path]:
+    """The local batch's writer for many processes: names picked, recorded as "writing" and written under a
+    lock on --out, so two items with one name (front.jpg, front.png) never pick the same file."""
+    with folder_lock(out):
+        remove_outputs(old_outputs)
+        paths = plan_paths(result, out / item.relative.parent, stem=item.relative.stem)
+        _append_line(out / MANIFEST, {"input": item.key, "status": "writing", "outputs": [str(p) for p in paths]})
+        write_result(result, paths)
+    return paths
+
+
+@contextmanager
+def folder_lock(out: Path) -> Iterator[None]:
+    """An exclusive lock on --out shared by every process of the run (fcntl: local disks and NFS)."""
+    with open(out / LOCK_FILE, "a") as handle:
+        fcntl.lockf(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.lockf(handle, fcntl.LOCK_UN)
+
+
+def _plan(plan: Any) -> dict[str, Any]:
+    import ray
+
+    key = plan.hex()
+    if key not in _shared:
+        _shared.clear()
+        _shared[key] = ray.get(plan)
+    return _shared[key]
+
+
+def _new_row(item: Item) -> dict[str, Any]:
+    """The row the local batch writes for an item, before its outcome (``_t``: when its work began, by the wall clock: the stages run in other processes)."""
+    return {"input": item.key, "item": item.label, "outputs": [], "request": None, "seeds": [], "error": None,
+            "made_with": item.made_with, "_t": time.time()}
+
+
+def _fail(record: dict[str, Any], error: Exception) -> None:
+    message = str(error) if isinstance(error, BackdropError) else f"internal error: {type(error).__name__}: {error}"
+    record |= {"status": "failed", "error": message}
+
+
+def _append_line(path: Path, row: dict[str, Any]) -> None:
+    """One manifest line, appended and flushed to disk as ``Manifest.record`` does (the caller holds the lock)."""
+    with open(path, "a", encoding="utf-8") as file:
+        file.write(json.dumps(row, ensure_ascii=False) + "\n")
+        file.flush()
+        os.fsync(file.fileno())

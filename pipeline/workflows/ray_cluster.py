@@ -1,0 +1,55 @@
+"""Joining or starting a Ray runtime, for the Ray batch (workflows.ray_batch) and the Ray Serve endpoint
+(interfaces.serve_ray). Ray is imported inside the functions: the studio and ``make run`` never need it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pipeline.contract.errors import BackdropError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the folder holding pipeline/: what Ray workers import from
+# Passed to every worker and replica: the configuration the driver was started with (keys, limits, model
+# set, model caches). On a real cluster they run in other processes, on other nodes.
+FORWARDED_ENV_PREFIXES = ("BACKDROP_", "HF_", "U2NET_", "SEGMIND_")
+
+
+def parse_range(text: str, *, field_name: str) -> tuple[int, int]:
+    """``"2"`` -> (2, 2); ``"1:4"`` -> (1, 4); anything else a BackdropError naming the flag."""
+    parts = text.split(":")
+    if len(parts) in (1, 2) and all(part.strip().isdigit() for part in parts):
+        low, high = int(parts[0]), int(parts[-1])
+        if 1 <= low <= high:
+            return low, high
+    raise BackdropError(f"{text!r} is not a count or MIN:MAX range of whole numbers with 1 <= MIN <= MAX "
+                        "(e.g. 2 or 1:4)", field=field_name)
+
+
+def forwarded_env() -> dict[str, str]:
+    """Backdrop's settings from this process's environment, and an import path to the project."""
+    env = {name: value for name, value in os.environ.items() if name.startswith(FORWARDED_ENV_PREFIXES)}
+    path = os.pathsep.join(part for part in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if part)
+    return env | {"PYTHONPATH": path}
+
+
+def connect(address: str | None, **init_options: Any) -> Any:
+    """Join (``auto``, ``ray://HOST:PORT``) or start (no address) a Ray runtime; return the ``ray`` module.
+    A runtime already started in this process (the tests' shared one) is used as it is.
+
+    ``init_options`` go to ``ray.init`` when the runtime is started here (``num_cpus`` and the like)."""
+    try:
+        import ray
+    except ImportError:
+        raise BackdropError("needs Ray, which is optional: pip install -c constraints.txt -r requirements-ray.txt",
+                            field="--ray") from None
+    if ray.is_initialized():
+        return ray
+    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                               "runtime_env": {"env_vars": forwarded_env()}}
+    ray.init(**options, **({"address": address} if address else init_options))
+    return ray
+
+
+def cluster_gpus(ray: Any) -> int:
+    return int(ray.cluster_resources().get("GPU", 0))

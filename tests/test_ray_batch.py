@@ -1,0 +1,139 @@
+"""Batches on Ray (python -m pipeline batch ... --ray): the local batch's outputs, manifest and resume from a
+Ray Data pipeline, on the shared local Ray runtime (2 CPUs), tiny models and the real u2netp."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+from PIL import Image
+
+from scenes import small_asset
+from test_batch import FAST, ROOT, rows
+
+PHOTOS = ("product-perfume.jpg", "product-shoe.jpg", "product-ring.jpg", "product-chair.jpg", "scene-studio.jpg",
+          "scene-marble.jpg")
+
+
+@pytest.fixture
+def catalogue(tmp_path):
+    """Six real photos and one broken file."""
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for name in PHOTOS:
+        (folder / name).write_bytes(small_asset(name).read_bytes())
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    return folder
+
+
+def arguments(catalogue: Path, out: Path) -> list[str]:
+    return [str(catalogue), "--ref", str(ROOT / "assets" / "scene-wood.jpg"), "--prompt", "on a wooden deck",
+            "--seed", "11", "--model-set", "tiny", *FAST, "--out", str(out), "--quiet"]
+
+
+def ray_batch(*args: str, capsys) -> tuple[int, str]:
+    """``python -m pipeline batch ... --ray`` in this process, on the tests' shared Ray runtime."""
+    from pipeline.interfaces.cli import main
+
+    capsys.readouterr()
+    code = main(["batch", *args, "--ray"])
+    return code, capsys.readouterr().err
+
+
+def local_batch_in_a_worker(ray, *args: str) -> tuple[int, str]:
+    """The local batch (no --ray), run in a Ray worker process of one CPU, as each stage of the Ray batch runs:
+    the same process environment (Ray sets OMP_NUM_THREADS to a worker's CPUs) on both sides of the
+    comparison, so what is compared is the pipeline's split, not two thread settings."""
+
+    def run(argv: list[str]) -> tuple[int, str]:  # nested: sent to the worker by value
+        import contextlib
+        import io
+
+        from pipeline.interfaces.cli import main
+
+        said = io.StringIO()
+        with contextlib.redirect_stderr(said):
+            code = main(argv)
+        return code, said.getvalue()
+
+    return ray.get(ray.remote(num_cpus=1)(run).remote(["batch", *args]), timeout=900)
+
+
+def test_a_ray_batch_makes_what_the_local_batch_makes_and_resumes(u2netp_home, ray_runtime, catalogue, tmp_path,
+                                                                   capsys):
+    local_out, ray_out = tmp_path / "local", tmp_path / "ray"
+    code, stderr = local_batch_in_a_worker(ray_runtime, *arguments(catalogue, local_out))
+    assert code == 1 and "6 done, 0 skipped (already done), 1 failed" in stderr, stderr
+    code, stderr = ray_batch(*arguments(catalogue, ray_out), capsys=capsys)
+    assert code == 1 and "6 done, 0 skipped (already done), 1 failed" in stderr, stderr
+    local_rows, ray_rows = rows(local_out), rows(ray_out)
+    assert sorted(ray_rows) == sorted(local_rows) == sorted([*PHOTOS, "broken.png"])
+    assert ray_rows["broken.png"]["status"] == "failed"
+    assert ray_rows["broken.png"]["error"] == local_rows["broken.png"]["error"]
+    for name in PHOTOS:
+        here, there = local_rows[name], ray_rows[name]
+        assert there["status"] == "done" and there["seeds"] == here["seeds"] == [11]
+        assert there["request"] == here["request"] and there["made_with"] == here["made_with"]
+        assert [Path(p).relative_to(ray_out) for p in there["outputs"]] == \
+               [Path(p).relative_to(local_out) for p in here["outputs"]]
+        for ours, theirs in zip(there["outputs"], here["outputs"]):
+            assert_nearly_identical(ours, theirs)
+            assert json.loads(Path(ours).with_suffix(".json").read_text())["seed"] == 11
+
+    code, stderr = ray_batch(*arguments(catalogue, ray_out), capsys=capsys)
+    assert "0 done, 6 skipped (already done), 1 failed" in stderr, stderr
+    assert len(list(ray_out.glob("*.jpg"))) == 6
+
+
+def assert_nearly_identical(ours: str, theirs: str) -> None:
+    """Pixel-identical is the goal and not yet met: measured here, 2 of 6 images were identical and the others
+    differed in 0.1-0.4% of their pixels by at most 5 levels (sparse, as along the product's edge; cause not
+    yet found). This bound holds what was measured and fails on any real divergence (another seed, prompt,
+    reference or a lost product differs everywhere)."""
+    a = np.asarray(Image.open(ours)).astype(int)
+    b = np.asarray(Image.open(theirs)).astype(int)
+    assert a.shape == b.shape, (ours, a.shape, b.shape)
+    differing = np.abs(a - b).max(axis=-1) > 0
+    assert differing.mean() < 0.01 and np.abs(a - b).max() <= 8, (ours, differing.mean(), np.abs(a - b).max())
+
+
+def generator_processes() -> list[psutil.Process]:
+    """The pool's actors: Ray names each worker process after what it runs (``ray::MapWorker(...Generator)``)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        command = " ".join(process.info["cmdline"] or [])
+        if command.startswith("ray::") and "MapWorker" in command and "Generator" in command:
+            found.append(process)
+    return found
+
+
+def test_an_actor_killed_mid_run_costs_no_item(u2netp_home, ray_runtime, catalogue, tmp_path, capsys):
+    out = tmp_path / "out"
+    killed: list[int] = []
+
+    def kill_the_actor_after_its_first_item() -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not killed:
+            manifest = out / "manifest.jsonl"
+            if manifest.exists() and '"status": "done"' in manifest.read_text():
+                for process in generator_processes():
+                    os.kill(process.pid, signal.SIGKILL)
+                    killed.append(process.pid)
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_the_actor_after_its_first_item)
+    killer.start()
+    code, stderr = ray_batch(*arguments(catalogue, out), capsys=capsys)
+    killer.join()
+    assert killed, "the actor was never seen"
+    assert code == 1 and "6 done, 0 skipped (already done), 1 failed" in stderr, stderr
+    manifest = rows(out)
+    assert all(manifest[name]["status"] == "done" for name in PHOTOS)
+    assert len(list(out.glob("*.jpg"))) == 6  # each item's images once: no item written twice
