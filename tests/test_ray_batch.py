@@ -18,6 +18,8 @@ from PIL import Image
 from scenes import small_asset
 from test_batch import FAST, ROOT, rows
 
+pytestmark = pytest.mark.slow  # a Ray runtime and its workers: minutes on 2 cores
+
 PHOTOS = ("product-perfume.jpg", "product-shoe.jpg", "product-ring.jpg", "product-chair.jpg", "scene-studio.jpg",
           "scene-marble.jpg")
 

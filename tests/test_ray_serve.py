@@ -17,6 +17,8 @@ from pipeline.contract.errors import BackdropError
 from servers import free_port
 from test_readme import KEY, as_written, axios, clone_dir, readme_block, run  # noqa: F401
 
+pytestmark = pytest.mark.slow  # a Ray runtime and its workers: minutes on 2 cores
+
 TIMEOUT = 300  # 2 cores shared with other work: a tiny generation can take a while
 
 
