@@ -155,7 +155,8 @@ def test_original_moves_and_scales_with_the_product_when_framed():
     placement = np.array([[0.5, 0.0, 300.0], [0.0, 0.5, 500.0]])
     placed = place_shading(shading, placement, (800, 1000))
     ys, xs = np.nonzero(truth > 0.45)
-    peak = np.unravel_index(np.argmax(placed), placed.shape)
+    scale = placed.shape[0] / 1000  # the placed shading is at the output's working size
+    peak = (np.array(np.unravel_index(np.argmax(placed), placed.shape)) + 0.5) / scale - 0.5
     assert abs(peak[0] - (500 + 0.5 * ys.mean())) < 6 and abs(peak[1] - (300 + 0.5 * xs.mean())) < 20
     assert abs(placed.max() - 0.5) < 0.075
     identity = place_shading(shading, photo_to_output((400, 400), (400, 400)), (400, 400))

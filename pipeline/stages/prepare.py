@@ -134,7 +134,7 @@ def compose_grounded(request: BgReplaceRequest, prepared: PreparedInputs, backgr
         product, edge, change = matched.product, matched.edge, matched.change
     layer = ground_layer(alpha, grounding, shading=_placed_shading(prepared, alpha.shape[1::-1]))
     apply_layer(canvas, product, alpha, layer)
-    picture = Image.fromarray(layer_picture(alpha, product, layer)) if grounding.layers_background else None
+    picture = Image.fromarray(layer_picture(product, layer)) if grounding.layers_background else None
     return Composed(composite_product(product, alpha, Image.fromarray(canvas), edge), picture, change)
 
 

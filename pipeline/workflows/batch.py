@@ -409,6 +409,8 @@ def _process(item: Item, runner: Callable[..., Any], reuse: Reuse, writer: _Writ
         result = runner(request, reuse=reuse)
         row["outputs"] = [str(p) for p in writer.save(item, result)]
         row |= {"status": "done", "seeds": list(result.seeds), "timings": result.timings}
+        if "product_change" in result.info:  # light match changed the product's own pixels: by this much
+            row["product_change"] = result.info["product_change"]
     except BackdropError as error:
         row |= {"status": "failed", "error": str(error)}
     except Exception as error:  # one broken item must not stop a catalogue
