@@ -72,7 +72,7 @@ def measure(width: int, height: int, *, repeats: int) -> dict[str, Any]:
     for name, settings in LAYERS.items():
         request = BgReplaceRequest(image=photo, ref_image=scene, prompt="shoe on a deck", mask=alpha, **settings)
         compose_output(request, prepared, background)  # warm-up
-        seconds[name], output = timed(lambda: compose_output(request, prepared, background), repeats)
+        seconds[name], output = timed(lambda request=request: compose_output(request, prepared, background), repeats)
         assert output.size == (width, height)
     pixels, weights = np.asarray(photo), np.asarray(alpha)
     seconds[ORIGINAL_PREPARE] = timed(lambda: photo_shading(pixels, weights), repeats)[0]

@@ -17,10 +17,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "assets"))
 
-from render import perfume_bottle, with_soft_shadow  # noqa: E402
+from render import perfume_bottle, with_soft_shadow
 
-from pipeline.contract.request import BgReplaceRequest  # noqa: E402
-from pipeline.stages.prepare import compose_output, prepare_inputs  # noqa: E402
+from pipeline.contract.request import BgReplaceRequest
+from pipeline.stages.prepare import compose_output, prepare_inputs
 
 TILES = [  # (label, request settings)
     ("none (as before)", {}),

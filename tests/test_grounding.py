@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
+from scenes import floating_product, perfume_bottle, product_with_shadow, reference_scene, standing_product
 
 from pipeline import BackdropError, BgReplaceRequest
 from pipeline.stages.grounding import Grounding, footing, ground_layer, shadow_coverage
 from pipeline.stages.photo_shadow import photo_shading, photo_to_output, place_shading
 from pipeline.stages.prepare import compose_grounded, compose_output, prepare_inputs
-from scenes import floating_product, perfume_bottle, product_with_shadow, reference_scene, standing_product
 
 MODES = ("contact", "soft", "hard", "floating")
 GREY = Image.new("RGB", (64, 64), (180, 180, 180))
@@ -74,7 +74,7 @@ def test_the_cast_shadow_falls_away_from_the_light(standing):
 
 
 def test_a_floating_product_gets_a_detached_shadow_below_it():
-    photo, alpha = floating_product(300, 300)
+    _, alpha = floating_product(300, 300)
     feet = footing(np.asarray(alpha))
     coverage = shadow_coverage(np.asarray(alpha), grounded("floating"))
     assert coverage[:feet.ground].max() < 0.05 and coverage[feet.ground + 2:].max() > 0.5
@@ -137,7 +137,7 @@ def test_original_keeps_the_photos_shadow_to_within_15_percent(shot_with_shadow)
 def test_original_leaves_out_gradients_and_stains_far_from_the_product(shot_with_shadow):
     photo, alpha, truth = shot_with_shadow
     pixels = np.asarray(photo, dtype=np.float32).copy()
-    height, width = truth.shape
+    width = truth.shape[1]
     pixels *= np.linspace(1.0, 0.88, width)[None, :, None]  # a sweep's gradient, left to right
     pixels[20:45, 15:40] *= 0.6  # a dark stain in a corner, not touching the product
     found = photo_shading(np.clip(pixels, 0, 255).astype(np.uint8), np.asarray(alpha)).shading
@@ -189,7 +189,10 @@ def test_light_match_zero_is_bit_identical_and_one_moves_toward_a_tinted_scene(s
     matched = compose(photo, alpha, blue, light_match=1.0)
     before = np.asarray(photo, dtype=np.float32)[solid].mean(axis=0)
     after = np.asarray(matched.image, dtype=np.float32)[solid].mean(axis=0)
-    blueness = lambda rgb: rgb[2] / rgb.sum()  # noqa: E731
+
+    def blueness(rgb):
+        return rgb[2] / rgb.sum()
+
     assert blueness(after) > blueness(before) + 0.03
     assert matched.product_change > 5 and matched.layer is None
     half = compose(photo, alpha, blue, light_match=0.5)

@@ -99,7 +99,7 @@ def _connected_to_product(shading: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """Only the shaded region that touches the product: a dark corner or a stain elsewhere is no shadow."""
     product = cv2.dilate((alpha > 0).view(np.uint8), np.ones((5, 5), np.uint8))
     region = ((shading > NOISE).view(np.uint8) | product)
-    count, labels = cv2.connectedComponents(region, connectivity=8)
+    _, labels = cv2.connectedComponents(region, connectivity=8)
     touching = np.unique(labels[product > 0])
     keep = np.isin(labels, touching[touching > 0]).astype(np.float32)
     return shading * smooth(keep, 1.5)
