@@ -131,6 +131,21 @@ def wooden_chair(width: int = 768, height: int = 1024) -> tuple[Image.Image, Ima
     return _finish(colour, shape, (width, height))
 
 
+def with_soft_shadow(photo: Image.Image, alpha: Image.Image, darkness: float = 0.5
+                     ) -> tuple[Image.Image, np.ndarray]:
+    """``photo`` as if shot with a soft light from above: a blurred ellipse of shadow under and just behind
+    the product's base, ``darkness`` deep at its core, on the backdrop only. Returns the photo and the
+    shadow's true shading (0 = lit .. 1 = black, per pixel)."""
+    width, height = photo.size
+    weight = np.asarray(alpha, dtype=np.float32) / 255.0
+    base = int(np.flatnonzero((weight >= 0.98).any(axis=1))[-1])
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    distance = np.hypot((x - width / 2) / (0.30 * width), (y - base + 0.01 * height) / (0.05 * height))
+    shading = (darkness * np.clip(1.4 - distance, 0.0, 1.0) ** 1.5).astype(np.float32)  # full core, soft rim
+    pixels = np.asarray(photo, dtype=np.float32) - 255.0 * ((1 - weight) * shading)[..., None]
+    return Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8)), shading
+
+
 def reference_scene(kind: str, width: int = 768, height: int = 768, seed: int = 0) -> Image.Image:
     """Stand-ins for reference photos: marble, wood, jungle foliage or a studio gradient."""
     return _SCENES[kind](width, height, np.random.default_rng(seed))

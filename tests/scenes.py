@@ -9,7 +9,8 @@ from PIL import Image
 
 from render import perfume_bottle, reference_scene  # assets/render.py: assets/ is on pytest's pythonpath
 
-__all__ = ["camera_photo", "iou", "perfume_bottle", "reference_scene", "small_asset"]
+__all__ = ["camera_photo", "floating_product", "iou", "perfume_bottle", "product_with_shadow", "reference_scene",
+           "small_asset", "standing_product"]
 
 
 def iou(mask_a: Image.Image, mask_b: Image.Image, threshold: int = 128) -> float:
@@ -47,3 +48,41 @@ def camera_photo(name: str, size: tuple[int, int] = (3000, 4000)) -> Path:
         Image.fromarray(pixels).save(partial, format="JPEG", quality=94)
         partial.replace(target)
     return target
+
+
+# --- products for grounding (shadows, reflections, light): photos with a known ground and shadow ---------
+
+
+def standing_product(width: int = 600, height: int = 800) -> tuple[Image.Image, Image.Image]:
+    """A perfume bottle standing on a surface: its base on the line where a grey table top meets the wall."""
+    photo, alpha = perfume_bottle(width, height)
+    pixels, weight = np.asarray(photo, dtype=np.float32), np.asarray(alpha, dtype=np.float32)[..., None] / 255
+    base = int(np.flatnonzero((np.asarray(alpha) >= 250).any(axis=1))[-1])
+    backdrop = np.full_like(pixels, 245.0)
+    backdrop[base:] = 205.0  # the table top, from the bottle's base down
+    out = pixels * weight + backdrop * (1 - weight)
+    return Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8)), alpha
+
+
+def floating_product(width: int = 600, height: int = 600) -> tuple[Image.Image, Image.Image]:
+    """A ring in mid-air on white: nothing under it for a third of the frame."""
+    from render import gold_ring
+
+    photo, alpha = gold_ring(width, height)
+    shift = height // 6  # lifted: moved up, the bottom third left empty
+    lifted_photo = Image.new("RGB", photo.size, (255, 255, 255))
+    lifted_alpha = Image.new("L", alpha.size, 0)
+    lifted_photo.paste(photo.crop((0, shift, width, height)), (0, 0))
+    lifted_alpha.paste(alpha.crop((0, shift, width, height)), (0, 0))
+    return lifted_photo, lifted_alpha
+
+
+def product_with_shadow(width: int = 600, height: int = 800, darkness: float = 0.5
+                        ) -> tuple[Image.Image, Image.Image, np.ndarray]:
+    """A bottle shot on a white sweep with a real soft shadow ``darkness`` deep at its core. Returns (photo,
+    alpha, true shading: 0 lit .. 1 black, aligned with the photo)."""
+    from render import with_soft_shadow
+
+    photo, alpha = perfume_bottle(width, height)
+    shadowed, shading = with_soft_shadow(photo, alpha, darkness)
+    return shadowed, alpha, shading

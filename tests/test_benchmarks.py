@@ -120,3 +120,13 @@ def test_app_cold_start_answers_quickly_without_loading_models(tmp_path):
     # The target is 10 s on the 2-core development machine; CI machines vary, so allow slack here.
     assert report["median"]["page_seconds"] < 30
     assert report["median"]["models_loaded"] is False
+
+
+def test_layers_benchmark_times_each_layer_against_compositing_alone(tmp_path):
+    import layers
+
+    report = layers.main(["--sizes", "320x240", "--repeats", "1", "--json", str(tmp_path / "l.json")])
+    (case,) = report["cases"]
+    assert set(case["seconds"]) == {*layers.LAYERS, layers.ORIGINAL_PREPARE}
+    assert case["ratio_to_compositing"][layers.PLAIN] == 1 and all(value > 0 for value in case["seconds"].values())
+    assert json.loads((tmp_path / "l.json").read_text())["cases"][0]["size"] == "320x240"

@@ -71,6 +71,9 @@ def test_cli_defaults_to_jpeg(u2netp_home, photo_files, tmp_path):
         (["--samples", "five"], "samples: 'five' is not a number; expected a whole number from 1 to 4"),
         (["--scheduler", "Turbo"], "scheduler: 'Turbo' is unknown; expected one of 'DDIM'"),
         (["--num-inference-steps", "5"], "num_inference_steps: '5' is out of range"),
+        (["--shadow", "dramatic"], "shadow: 'dramatic' is unknown; expected one of 'none', 'contact'"),
+        (["--shadow-opacity", "2"], "shadow_opacity: '2' is out of range; expected a number from 0 to 1"),
+        (["--shadow-angle", "north"], "shadow_angle: 'north' is not a number; expected a number from 0 to 360"),
     ],
 )
 def test_cli_bad_values_exit_2_with_one_line(photo_files, tmp_path, flags, message):
@@ -111,3 +114,21 @@ def test_cli_mask_model_that_cannot_load_exits_1(photo_files, tmp_path, monkeypa
                  "--num-inference-steps", "20", "--resolution", "64", "--out", str(tmp_path / "out"))
     assert result.returncode == 1, result.stderr
     assert "mask model 'silueta' could not be loaded" in result.stderr
+
+
+def test_cli_shadow_and_light_flags_reach_the_sidecar_and_the_summary(u2netp_home, photo_files, tmp_path):
+    photo, reference = photo_files
+    result = cli("--image", str(photo), "--ref", str(reference), "--prompt", "bottle", "--seed", "5",
+                 "--num-inference-steps", "20", "--scheduler", "Euler", "--resolution", "64", "--mask-model", "u2netp",
+                 "--model-set", "tiny", "--out", str(tmp_path), "--shadow", "Hard", "--shadow-opacity", "0.7",
+                 "--shadow-angle", "45", "--shadow-softness", "0.2", "--shadow-length", "1.2", "--reflection", "0.3",
+                 "--light-match", "0.5")
+    assert result.returncode == 0, result.stderr
+    (path,) = [Path(line) for line in result.stdout.split()]
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    assert {key: sidecar["request"][key] for key in ("shadow", "shadow_opacity", "shadow_angle", "shadow_softness",
+                                                     "shadow_length", "reflection", "light_match")} == {
+        "shadow": "hard", "shadow_opacity": 0.7, "shadow_angle": 45.0, "shadow_softness": 0.2, "shadow_length": 1.2,
+        "reflection": 0.3, "light_match": 0.5}
+    (change,) = sidecar["info"]["product_change"]
+    assert change > 0 and f"product colours adjusted by light match (mean change {change:g} levels)" in result.stderr

@@ -66,6 +66,21 @@ def test_prompt_axis_recomputes_only_the_prompt(tiny_models, make_request):
     assert comparison.reuse_counts == {"prepare": 1, "prompt": 2, "image_embeds": 1}
 
 
+def test_a_shadow_axis_changes_only_the_background_around_the_products_base(tiny_models, make_request):
+    values = parse_axis_values("shadow", "none, Contact, soft")
+    comparison = run_grid(make_request(resolution=64), local(tiny_models), "shadow", values)
+    assert [cell.request.shadow for cell in comparison.cells] == ["none", "contact", "soft"]
+    assert comparison.reuse_counts["prepare"] == 1  # the mask and canny map are the same for every shadow
+    plain, *shadowed = (np.asarray(cell.image, int) for cell in comparison.cells)
+    alpha = np.asarray(comparison.cells[0].result.intermediates.subject_alpha)
+    top = np.flatnonzero((alpha == 255).any(axis=1))[0]
+    for image in shadowed:
+        assert (image[alpha == 255] == plain[alpha == 255]).all() and (image[:top] == plain[:top]).all()
+        assert (image != plain).any()
+    with pytest.raises(BackdropError, match="^shadow_opacity: '2' is out of range"):
+        parse_axis_values("shadow_opacity", "0.5, 2")
+
+
 def test_axis_values_are_checked():
     assert parse_axis_values("cn_weight", "0.1, 0.5;0.9") == [0.1, 0.5, 0.9]
     assert parse_axis_values("scheduler", "euler a, ddim") == ["Euler a", "DDIM"]
@@ -110,6 +125,18 @@ def test_every_shipped_preset_loads_and_runs(tiny_models, make_request, slug):
     assert generate(request, models=tiny_models).images[0].size == (512, 512)
     if preset.reference:
         assert Image.open(preset.reference).size[0] >= 256
+
+
+def test_shipped_presets_ground_their_products_as_the_kind_needs():
+    presets = list_presets()
+    grounding = {slug: {key: presets[slug].settings.get(key) for key in ("shadow", "shadow_opacity", "reflection")}
+                 for slug in SHIPPED}
+    assert grounding["default"] == {"shadow": None, "shadow_opacity": None, "reflection": None}  # as before
+    assert grounding["furniture-indoor"]["shadow"] == grounding["furniture-outdoor"]["shadow"] == "soft"
+    assert grounding["running-shoes-outdoor"]["shadow"] == "contact"
+    assert grounding["jewelry"]["shadow"] == "contact" and grounding["jewelry"]["shadow_opacity"] < 0.5
+    assert grounding["jewelry"]["reflection"] > 0
+    assert grounding["perfume-cosmetics"]["shadow"] == "soft" and grounding["perfume-cosmetics"]["reflection"] > 0
 
 
 @pytest.mark.parametrize(

@@ -194,3 +194,25 @@ def test_cli_hosted_backend(service, tmp_path, u2netp_home):
     assert refused.returncode == 1 and refused.stderr.count("\n") == 1
     assert refused.stderr.startswith("backdrop: error: the hosted API refused the key (401")
     assert "sk-wrong-123" not in refused.stderr
+
+
+def test_shadows_and_light_match_are_applied_locally_to_the_hosted_background(service, make_request, tmp_path):
+    """The hosted contract is unchanged (the body has only its own fields); the layers and the light
+    match are made here, over the background the service sent, and the sidecar says how the product changed."""
+    from pipeline.stages.grounding import footing
+
+    photo, alpha = perfume_bottle(300, 400)
+    plain = run_hosted(service, make_request(image=photo, mask=alpha, seed=7))
+    grounded = run_hosted(service, make_request(image=photo, mask=alpha, seed=7, shadow="soft", reflection=0.4,
+                                                light_match=1.0))
+    for seen in service.requests:
+        assert set(json.loads(seen["body"])) == SPEC_FIELDS
+    before, after = (np.asarray(result.images[0], int) for result in (plain, grounded))
+    a = np.asarray(alpha)
+    feet = footing(a)
+    changed = np.abs(after - before).max(axis=2) > 0
+    assert changed[feet.ground:].any() and not changed[:feet.top][a[:feet.top] == 0].any()
+    assert len(grounded.intermediates.grounding) == 1 and not plain.intermediates.grounding
+    assert grounded.info["product_change"][0] > 0 and "product_change" not in plain.info
+    sidecar = json.loads(save_result(grounded, tmp_path)[0].with_suffix(".json").read_text())
+    assert sidecar["request"]["shadow"] == "soft" and sidecar["info"]["product_change"] == grounded.info["product_change"]

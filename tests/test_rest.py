@@ -68,6 +68,14 @@ def test_several_samples_are_never_dropped(server):
 
 
 @pytest.mark.slow
+def test_shadow_reflection_and_light_match_in_a_body(server):
+    plain = post(server, body())
+    grounded = post(server, body(shadow="soft", shadow_opacity=0.8, shadow_angle=90, reflection=0.3, light_match=1))
+    assert grounded.status_code == 200, grounded.text
+    assert float(grounded.headers["x-product-change"]) > 0 and "x-product-change" not in plain.headers
+    assert grounded.content != plain.content
+
+
 def test_png_output_format(server):
     reply = post(server, body(output_format="png"))
     assert reply.headers["content-type"] == "image/png"
@@ -95,6 +103,9 @@ def test_api_keys_when_configured(server, monkeypatch):
         (body(guidance_scale=True), "guidance_scale: True is a bool, not a number"),
         (body(scheduler="Turbo"), "scheduler: 'Turbo' is unknown; expected one of 'DDIM'"),
         (body(seed=-5), "seed: -5 is out of range"),
+        (body(shadow="dramatic"), "shadow: 'dramatic' is unknown; expected one of 'none', 'contact'"),
+        (body(shadow_opacity=2), "shadow_opacity: 2 is out of range; expected a number from 0 to 1"),
+        (body(shadow_angle="north"), "shadow_angle: 'north' is not a number; expected a number from 0 to 360"),
         (body(strength=[1]), "strength: [1] is a list, not a number"),
         (body(strength=0.02, num_inference_steps=20), "strength: 0.02 leaves no denoising step at 20 steps; at 20 "
                                                       "steps use at least 0.05"),

@@ -13,6 +13,9 @@ MEMORY_MODES = ("none", "model", "sequential")
 DTYPES = ("float16", "bfloat16", "float32")
 OUTPUT_SIZES = ("input", "generation")
 OUTPUT_FORMATS = ("jpeg", "png")
+# How the product meets the ground in its new scene (stages.grounding): none (as photographed, cut out),
+# a contact line, a soft or a hard cast shadow, a detached shadow below a lifted product, or the photo's own.
+SHADOW_MODES = ("none", "contact", "soft", "hard", "floating", "original")
 
 # Product-friendly rembg models. birefnet-general-lite is the default: BiRefNet is trained for sharp
 # object boundaries (not only people or salient blobs), it is MIT-licensed (rembg's own default,

@@ -26,6 +26,7 @@ from pipeline.contract.choices import (
     OUTPUT_FORMATS,
     OUTPUT_SIZES,
     SCHEDULER_NAMES,
+    SHADOW_MODES,
     canonical_scheduler_name,
 )
 
@@ -214,6 +215,21 @@ FIELDS: dict[str, FieldSpec] = {
               help="'input': the photo's own resolution; 'generation': the generated size."),
         _spec("output_format", "choice", default="jpeg", choices=OUTPUT_FORMATS, hosted=False,
               help="File format for saved and returned images."),
+        _spec("shadow", "choice", default="none", choices=SHADOW_MODES, hosted=False,
+              help="The product's shadow on the new background: none, contact (where it meets the ground), "
+                   "soft or hard (cast away from the light), floating (lifted), original (the photo's own)."),
+        _spec("shadow_opacity", "float", optional=True, minimum=0.0, maximum=1.0, hosted=False,
+              help="How dark the shadow is at its deepest (null = the mode's own)."),
+        _spec("shadow_angle", "float", default=315.0, minimum=0.0, maximum=360.0, hosted=False,
+              help="Where the light comes from, in degrees: 0 the camera, 90 the right, 180 behind, 270 the left."),
+        _spec("shadow_softness", "float", optional=True, minimum=0.0, maximum=1.0, hosted=False,
+              help="0 = a crisp shadow edge, 1 = a very diffuse one (null = the mode's own)."),
+        _spec("shadow_length", "float", optional=True, minimum=0.0, maximum=2.0, hosted=False,
+              help="Cast shadow's length in product heights; floating: how high it floats (null = the mode's own)."),
+        _spec("reflection", "float", default=0.0, minimum=0.0, maximum=1.0, hosted=False,
+              help="A mirrored, fading copy of the product below it, for glossy surfaces (0 = none)."),
+        _spec("light_match", "float", default=0.0, minimum=0.0, maximum=1.0, hosted=False,
+              help="Move the product's white balance and exposure toward the scene's light (0 = untouched)."),
     )
 }
 
@@ -261,6 +277,13 @@ class BgReplaceRequest:
     resolution: int | None = _default("resolution")
     output_size: str = _default("output_size")
     output_format: str = _default("output_format")
+    shadow: str = _default("shadow")
+    shadow_opacity: float | None = _default("shadow_opacity")  # None: the shadow mode's own
+    shadow_angle: float = _default("shadow_angle")
+    shadow_softness: float | None = _default("shadow_softness")
+    shadow_length: float | None = _default("shadow_length")
+    reflection: float = _default("reflection")
+    light_match: float = _default("light_match")
     # The file name each image came from (``{"image": "bottle.jpg", ...}``), where it came from a file: saved
     # sidecars record it, so a result can be traced back to its photo. Not a request field: never sent.
     sources: dict[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)

@@ -18,6 +18,7 @@ class Intermediates:
     inpaint_mask: Image.Image  # L, generation size: 255 = regenerate
     canny: Image.Image  # RGB, generation size: what the ControlNet saw
     backgrounds: tuple[Image.Image, ...] = ()  # raw generator output, before the product is laid back
+    grounding: tuple[Image.Image, ...] = ()  # each background's shadow/reflection layer over white (if asked)
 
 
 @dataclass(frozen=True)

@@ -191,6 +191,8 @@ def _reply(result: BgReplaceResult, seconds: float, request_id: str) -> Response
     encoded = [encode_image(image, image_format) for image in result.images]
     headers = {"x-seeds": ",".join(map(str, result.seeds)), "x-inference-time": f"{seconds:.3f}",
                "x-request-id": request_id}
+    if result.info.get("product_change"):  # light match changed the product's pixels: by this much, per image
+        headers["x-product-change"] = ",".join(f"{change:g}" for change in result.info["product_change"])
     if len(encoded) == 1 and not result.request.base64:
         return Response(encoded[0], media_type=MEDIA_TYPES[image_format], headers=headers)
     images = [base64.b64encode(data).decode("ascii") for data in encoded]
@@ -268,7 +270,8 @@ def _request_body_schema() -> dict[str, Any]:
 _DOCUMENTED_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "One image (image/jpeg or image/png) when samples is 1 and base64 is false; otherwise "
                          'JSON {"image": <base64 of the first>, "images": [...], "seeds": [...]}. Headers: '
-                         "x-seeds, x-inference-time, x-request-id.",
+                         "x-seeds, x-inference-time, x-request-id; x-product-change (mean colour change of the "
+                         "product in 8-bit levels, per image) when light_match changed it.",
           "content": {"image/jpeg": {}, "image/png": {}, "application/json": {}}},
     400: {"description": 'A bad field: {"error": "<field>: <what was wrong and what is allowed>", "field": ...}'},
     401: {"description": "BACKDROP_API_KEYS is set and x-api-key is missing or wrong."},

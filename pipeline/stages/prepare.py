@@ -11,7 +11,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pipeline.stages.compose import SoftEdge, composite_product, generation_size, resize, soft_edge
+from pipeline.stages.compose import SoftEdge, composite_product, cover, generation_size, resize, soft_edge
+from pipeline.stages.grounding import Grounding, apply_layer, ground_layer, layer_picture
+from pipeline.stages.light_match import match_light
+from pipeline.stages.photo_shadow import PhotoShading, photo_shading, photo_to_output, place_shading
 from pipeline.stages.edges import subject_canny
 from pipeline.contract.images import to_rgb
 from pipeline.stages.masking import inpaint_mask, refine_alpha, subject_alpha
@@ -38,6 +41,7 @@ class PreparedInputs:
     edge: SoftEdge  # the product's soft edge at the output's size, shared by every sample's compositing
     product_pixels: np.ndarray = field(repr=False, compare=False)
     alpha_pixels: np.ndarray = field(repr=False, compare=False)
+    shading: PhotoShading | None = field(default=None, repr=False, compare=False)  # shadow "original" only
     seconds: dict[str, float] = field(default_factory=dict, compare=False)  # time per preparation step
 
 
@@ -73,9 +77,14 @@ def prepare_inputs(request: BgReplaceRequest, native_resolution: int) -> Prepare
     edge = soft_edge(np.asarray(image_small), np.asarray(alpha_small)) if at_generation_size \
         else soft_edge(product_pixels, alpha_pixels)
     lap("soft_edge")
+    # Before any generation: a photo without a plain backdrop is refused now, not after the GPU's work.
+    shading = photo_shading(product_pixels, alpha_pixels) if request.shadow == "original" else None
+    if shading is not None:
+        lap("photo_shadow")
     return PreparedInputs(product=product, alpha=alpha, mask_source=source, size=size, image=image_small,
                           alpha_small=alpha_small, inpaint_mask=mask, canny=canny, edge=edge,
-                          product_pixels=product_pixels, alpha_pixels=alpha_pixels, seconds=seconds)
+                          product_pixels=product_pixels, alpha_pixels=alpha_pixels, shading=shading,
+                          seconds=seconds)
 
 
 def starting_image(prepared: PreparedInputs, ref_image: Image.Image) -> Image.Image:
@@ -95,10 +104,54 @@ def starting_image(prepared: PreparedInputs, ref_image: Image.Image) -> Image.Im
     return Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8))
 
 
+@dataclass(frozen=True)
+class Composed:
+    """One finished image, with its grounding layer (over white, for the studio's intermediates; None when
+    the request asks for none) and how much light match changed the product (None when it was not asked)."""
+
+    image: Image.Image
+    layer: Image.Image | None = None
+    product_change: float | None = None
+
+
 def compose_output(request: BgReplaceRequest, prepared: PreparedInputs, background: Image.Image) -> Image.Image:
+    return compose_grounded(request, prepared, background).image
+
+
+def compose_grounded(request: BgReplaceRequest, prepared: PreparedInputs, background: Image.Image) -> Composed:
+    """The product laid over ``background``: first its shadow and reflection are layered onto the background
+    (never onto the product) and, only when asked, its light matched to the scene's.
+
+    Without any of these (the defaults) this is exactly the plain compositing, byte for byte."""
+    product, alpha = _output_product(request, prepared)
+    grounding = Grounding.from_request(request)
+    if not grounding.layers_background and grounding.light_match == 0:
+        return Composed(composite_product(product, alpha, background, prepared.edge))
+    canvas = np.array(cover(background.convert("RGB"), alpha.shape[1::-1]))  # writable, output size
+    edge, change = prepared.edge, None
+    if grounding.light_match > 0:  # measured on the scene as generated, before any shadow darkens it
+        matched = match_light(product, alpha, edge, canvas, grounding.light_match)
+        product, edge, change = matched.product, matched.edge, matched.change
+    layer = ground_layer(alpha, grounding, shading=_placed_shading(prepared, alpha.shape[1::-1]))
+    apply_layer(canvas, product, alpha, layer)
+    picture = Image.fromarray(layer_picture(product, layer)) if grounding.layers_background else None
+    return Composed(composite_product(product, alpha, Image.fromarray(canvas), edge), picture, change)
+
+
+def _output_product(request: BgReplaceRequest, prepared: PreparedInputs) -> tuple[np.ndarray, np.ndarray]:
+    """The product's pixels and alpha as placed on the output. Framing (a product placed on a new canvas)
+    replaces these with the placed product; the shadow and reflection follow the alpha they are given."""
     if request.output_size == "generation":
-        return composite_product(prepared.image, prepared.alpha_small, background, prepared.edge)
-    return composite_product(prepared.product_pixels, prepared.alpha_pixels, background, prepared.edge)
+        return np.asarray(prepared.image), np.asarray(prepared.alpha_small)
+    return prepared.product_pixels, prepared.alpha_pixels
+
+
+def _placed_shading(prepared: PreparedInputs, output_size: tuple[int, int]) -> np.ndarray | None:
+    """The photo's own shadow (``original``) on the output. The transform is the product's own placement:
+    today a scale from the photo to the output; framing passes the map that places the product instead."""
+    if prepared.shading is None:
+        return None
+    return place_shading(prepared.shading, photo_to_output(prepared.product.size, output_size), output_size)
 
 
 def finish_result(request: BgReplaceRequest, prepared: PreparedInputs, backgrounds: list[Image.Image],
@@ -107,14 +160,18 @@ def finish_result(request: BgReplaceRequest, prepared: PreparedInputs, backgroun
     """Lay the product over each new background and assemble the result, the same for every backend.
     ``info`` adds to (or corrects) the sizes and mask source recorded here."""
     stage_start = time.perf_counter()
-    images = tuple(compose_output(request, prepared, background) for background in backgrounds)
+    composed = [compose_grounded(request, prepared, background) for background in backgrounds]
+    images = tuple(part.image for part in composed)
     timings["compose"] = time.perf_counter() - stage_start
     timings["total"] = time.perf_counter() - started
     recorded = {"generation_size": list(prepared.size), "output_size": list(images[0].size),
                 "mask_source": prepared.mask_source}
+    if request.light_match > 0:  # the product's own pixels were changed: say by how much, image by image
+        recorded["product_change"] = [part.product_change for part in composed]
     return BgReplaceResult(
         images=images, seeds=tuple(seeds), request=request, timings=timings, backend=backend,
         info=recorded | info,
         intermediates=Intermediates(subject_alpha=prepared.alpha, inpaint_mask=prepared.inpaint_mask,
-                                    canny=prepared.canny, backgrounds=tuple(backgrounds)),
+                                    canny=prepared.canny, backgrounds=tuple(backgrounds),
+                                    grounding=tuple(part.layer for part in composed if part.layer is not None)),
     )

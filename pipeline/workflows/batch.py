@@ -357,6 +357,8 @@ def process_item(item: Item, runner: Runner, reuse: Reuse, writer: ResultWriter)
         result = runner(request, reuse=reuse)
         row["outputs"] = [str(p) for p in writer.save(item.key, item.relative, result)]
         row |= {"status": "done", "seeds": list(result.seeds), "timings": result.timings}
+        if "product_change" in result.info:  # light match changed the product's own pixels: by this much
+            row["product_change"] = result.info["product_change"]
     except BackdropError as error:
         row |= {"status": "failed", "error": str(error)}
     except Exception as error:  # one broken item must not stop a catalogue

@@ -40,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
         seeds = ", ".join(map(str, result.seeds))
         credits = result.info.get("remaining_credits")
         extra = f", {credits:g} credits left" if credits is not None else ""
+        if result.info.get("product_change"):  # light match changed the product's own pixels: say so
+            changes = ", ".join(f"{change:g}" for change in result.info["product_change"])
+            extra += f", product colours adjusted by light match (mean change {changes} levels)"
         print(f"backdrop: {len(paths)} image(s), seed(s) {seeds}, {result.timings['total']:.1f} s{extra}",
               file=sys.stderr)
     return 0
