@@ -81,11 +81,11 @@ def rest_root(*, model_set: str, queue: Any) -> Any:
     from fastapi import FastAPI
     from starlette.middleware import Middleware
 
-    from pipeline.contract.request import check_environment
+    from pipeline.contract.settings import check_settings
     from pipeline.interfaces.access import KeyGuard
     from pipeline.interfaces.rest import create_rest_app
 
-    check_environment()
+    check_settings()  # a replica with a bad variable stops, named, before it serves
     root = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, middleware=[Middleware(KeyGuard)])
     root.mount("/v1", create_rest_app(model_set=model_set, queue=queue))
     return root

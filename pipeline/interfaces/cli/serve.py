@@ -7,12 +7,12 @@ from Ray Serve replicas, one GPU each, autoscaled between ``--replicas MIN:MAX``
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
 from pipeline.contract.choices import MODEL_SETS
 from pipeline.contract.errors import BackdropError
+from pipeline.contract.settings import setting
 from pipeline.interfaces.cli.common import OneLineParser
 
 AUTO_ADDRESS = "auto"
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--replicas", default="1", metavar="MIN:MAX",
                         help="Replicas (one GPU each), scaled on the requests waiting. Default: 1, or 1:G "
                              "where the cluster has G GPUs.")
-    parser.add_argument("--model-set", choices=MODEL_SETS, default=os.environ.get("BACKDROP_MODEL_SET") or "sdxl",
+    parser.add_argument("--model-set", choices=MODEL_SETS, default=setting("BACKDROP_MODEL_SET"),
                         help="Default: BACKDROP_MODEL_SET or sdxl.")
     return parser
 
