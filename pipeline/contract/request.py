@@ -218,6 +218,17 @@ FIELDS: dict[str, FieldSpec] = {
               help="'input': the photo's own resolution; 'generation': the generated size."),
         _spec("output_format", "choice", default="jpeg", choices=OUTPUT_FORMATS, hosted=False,
               help="File format for saved and returned images."),
+        _spec("detail", "float", default=0.0, minimum=0.0, maximum=1.0, hosted=False,
+              help="Local only: refine the enlarged background in tiles at the output's full size "
+                   "(0 = off; higher = more new detail, slower)."),
+        _spec("qa_max_expansion", "float", default=0.05, minimum=0.0, maximum=100.0, hosted=False,
+              help="Quality check: most product found outside the input product, as a fraction of its area."),
+        _spec("qa_max_mask_uncertainty", "float", default=0.35, minimum=0.0, maximum=1.0, hosted=False,
+              help="Quality check: most of the product's mask the mask model may be unsure of."),
+        _spec("qa_max_product_change", "float", default=0.1, minimum=0.0, maximum=1.0, hosted=False,
+              help="Quality check: most change to the product's own pixels (light match)."),
+        _spec("qa_max_upscale", "float", default=2.0, minimum=1.0, maximum=100.0, hosted=False,
+              help="Quality check: most enlargement of the product from the photo's pixels."),
     )
 }
 
@@ -259,6 +270,11 @@ class BgReplaceRequest:
     resolution: int | None = None
     output_size: str = "input"
     output_format: str = "jpeg"
+    detail: float = 0.0
+    qa_max_expansion: float = 0.05
+    qa_max_mask_uncertainty: float = 0.35
+    qa_max_product_change: float = 0.1
+    qa_max_upscale: float = 2.0
     # The file name each image came from (``{"image": "bottle.jpg", ...}``), where it came from a file: saved
     # sidecars record it, so a result can be traced back to its photo. Not a request field: never sent.
     sources: dict[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)

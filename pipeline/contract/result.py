@@ -43,6 +43,8 @@ class BgReplaceResult:
             data["sources"] = dict(self.request.sources)
         if index is not None:
             data |= {"index": index, "seed": self.seeds[index]}
+            if len(self.info.get("quality") or ()) > index:  # this image's own quality check, beside the run's
+                data["quality"] = self.info["quality"][index]
         return data
 
 
