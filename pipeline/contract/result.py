@@ -50,7 +50,7 @@ class BgReplaceResult:
 
 @dataclass(frozen=True)
 class Progress:
-    """A progress report: ``stage`` is load, mask, denoise or compose; ``fraction`` is 0..1 of that stage."""
+    """A progress report: ``stage`` is load, mask, denoise, detail or compose; ``fraction`` is 0..1 of that stage."""
 
     stage: str
     fraction: float

@@ -50,12 +50,18 @@ def generate_local(
     stage_start = time.perf_counter()
     backgrounds = _denoise(models, request, prepared, seeds, report, should_cancel, reuse)
     timings["generate"] = time.perf_counter() - stage_start
+    detail_info: dict[str, Any] = {}
+    if request.detail > 0 and request.output_size == "input":  # at the generation's own size there is no enlargement
+        stage_start = time.perf_counter()
+        backgrounds, detail_info = _refine_details(models, request, prepared, backgrounds, seeds, report,
+                                                   should_cancel, reuse)
+        timings["detail"] = time.perf_counter() - stage_start
 
     report(Progress("compose", 0.0, "Laying the product back over the new background"))
     from pipeline.backends.local.diffusion import run_strength  # only now: it imports torch and diffusers
 
     result = finish_result(request, prepared, backgrounds, seeds, timings=timings, started=started, backend="local",
-                           info=models.info() | {"pipeline_strength": run_strength(request.strength)})
+                           info=models.info() | {"pipeline_strength": run_strength(request.strength)} | detail_info)
     report(Progress("compose", 1.0, "Done"))
     return result
 
@@ -108,6 +114,56 @@ def _denoise(
                 "try fewer samples, a smaller resolution, or BACKDROP_MEMORY_MODE=model (or sequential)"
             ) from None
     return images
+
+
+def _refine_details(models: LoadedModels, request: BgReplaceRequest, prepared: PreparedInputs,
+                    backgrounds: list[Image.Image], seeds: list[int], report: ProgressCallback,
+                    should_cancel: CancelCheck | None, reuse: Reuse) -> tuple[list[Image.Image], dict[str, Any]]:
+    """The detail pass (detail.py) over each sample's background, tile by tile through the loaded pipeline."""
+    import torch
+
+    from pipeline.backends.local.detail import refine_background, tile_strength
+
+    pipe, strength = models.pipe, tile_strength(request.detail)
+    do_cfg = request.guidance_scale > 1
+    tile_side = models.spec.native_resolution
+
+    def on_step_end(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        if should_cancel is not None and should_cancel():
+            raise GenerationCancelled("generation was cancelled")
+        return tensors
+
+    refined, tiles = [], []
+    with models.lock:
+        pipe.scheduler = make_scheduler(request.scheduler, models.scheduler_config)
+        pipe.set_ip_adapter_scale(request.ip_adapter_weight)
+        for number, (background, seed) in enumerate(zip(backgrounds, seeds)):
+            def run_tile(tile: Any, seed: int = seed) -> Image.Image:
+                # Each tile its own noise, from the sample's seed and the tile's place: the same seed remakes it.
+                generator = torch.Generator("cpu").manual_seed((seed * 1_000_003 + tile.index) % 2**63)
+                return pipe(
+                    **_prompt_embeddings(pipe, request, do_cfg, reuse),
+                    ip_adapter_image_embeds=_reference_embeddings(pipe, request, do_cfg, reuse),
+                    image=tile.image, mask_image=tile.mask, control_image=tile.canny,
+                    width=tile.image.width, height=tile.image.height, strength=strength,
+                    num_inference_steps=request.num_inference_steps, guidance_scale=request.guidance_scale,
+                    controlnet_conditioning_scale=request.cn_weight, num_images_per_prompt=1, generator=generator,
+                    callback_on_step_end=on_step_end, output_type="pil",
+                ).images[0]
+
+            label = f" (image {number + 1}/{len(seeds)})" if len(seeds) > 1 else ""
+            try:
+                image, ran = refine_background(
+                    background, prepared.product_pixels, prepared.alpha_pixels, output_size=prepared.product.size,
+                    tile_side=tile_side, canny=(request.canny_low, request.canny_high), run_tile=run_tile,
+                    report=report, should_cancel=should_cancel, label=label)
+            except torch.OutOfMemoryError:
+                free_device_memory()
+                raise OutOfMemory(f"the GPU ran out of memory in the detail pass ({tile_side} px tiles); try "
+                                  "BACKDROP_MEMORY_MODE=model (or sequential), or detail 0") from None
+            refined.append(image)
+            tiles.append(ran)
+    return refined, {"detail_strength": strength, "detail_tiles": tiles}
 
 
 def denoising_steps_done(calls: int, total_calls: int, steps: int) -> int:
