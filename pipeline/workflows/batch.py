@@ -28,12 +28,14 @@ from pipeline.interfaces.cli import OneLineParser, add_request_flags, make_runne
 from pipeline.contract.errors import BackdropError
 from pipeline.stages.masking import find_product_ahead
 from pipeline.workflows.outputs import check_out_folder, plan_paths, write_atomically, write_result
+from pipeline.workflows.retries import MAX_RETRIES, make_with_retries
 from pipeline.stages.reuse import Reuse
 from pipeline.contract.request import FIELDS, IMAGE_FIELDS, BgReplaceRequest
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 MAX_JOBS = 8
 MANIFEST = "manifest.jsonl"
+FINISHED = ("done", "review")  # review: made and kept, but its quality check asks a person to look
 
 
 def build_batch_parser() -> argparse.ArgumentParser:
@@ -51,6 +53,10 @@ def build_batch_parser() -> argparse.ArgumentParser:
     parser.add_argument("--redo", action="store_true",
                         help="Make items already in --out again when their settings changed (their old images "
                              "are replaced); without it such a rerun is refused.")
+    parser.add_argument("--qa-retries", type=int, default=0, metavar="N",
+                        help=f"Make an item whose quality check says review again with the next seeds, up to N "
+                             f"times (0..{MAX_RETRIES}); the best try is kept, an item still over a --qa-max-* "
+                             "threshold ends 'review'. Default: 0.")
     add_request_flags(parser, ref_required=False)
     return parser
 
@@ -115,7 +121,7 @@ class Manifest:
 
     def is_done(self, key: str) -> bool:
         row = self.rows.get(key)
-        return bool(row and row.get("status") == "done" and all(Path(p).exists() for p in row.get("outputs", [])))
+        return bool(row and row.get("status") in FINISHED and all(Path(p).exists() for p in row.get("outputs", [])))
 
     def remove_unfinished_writes(self) -> int:
         """Delete the images of items a killed run was writing (recorded as "writing", never "done"): the
@@ -147,6 +153,8 @@ def run_batch(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if not 1 <= args.jobs <= MAX_JOBS:
         raise BackdropError(f"{args.jobs} is out of range; expected 1 to {MAX_JOBS}", field="jobs")
+    if not 0 <= args.qa_retries <= MAX_RETRIES:
+        raise BackdropError(f"{args.qa_retries} is out of range; expected 0 to {MAX_RETRIES}", field="--qa-retries")
     out = Path(args.out)
     check_out_folder(out)
     items = plan_items(args, out)  # every photo found and every value checked before the first image
@@ -164,7 +172,7 @@ def run_batch(args: argparse.Namespace) -> int:
     bar = _ProgressBar(len(todo), skipped, quiet=args.quiet)
     reuse = Reuse()  # the references' and the prompts' embeddings serve every item that shares them
     writer = _Writer(manifest, out)
-    work = lambda item: _process(item, runner, reuse, writer)  # noqa: E731
+    work = lambda item: _process(item, runner, reuse, writer, args.qa_retries)  # noqa: E731
     jobs = args.jobs if args.backend == "hosted" else 1
     if args.jobs > 1 and args.backend != "hosted" and not args.quiet:
         print("backdrop: --jobs applies to hosted calls; local images run one at a time on the GPU", file=sys.stderr)
@@ -183,13 +191,14 @@ def run_batch(args: argparse.Namespace) -> int:
     bar.finish()
     manifest.compact()  # one line per item again: each made item's "writing" line is superseded by its result
     done = sum(1 for item in items if manifest.is_done(item.key))
+    review = sum(1 for item in items if manifest.is_done(item.key) and manifest.rows[item.key]["status"] == "review")
     failed = len(items) - done
     finished = time.perf_counter()
     made = done - skipped
     per_image = ""
     if made:
         per_image = f" (start-up {loaded - started:.1f} s, then {(finished - loaded) / made:.1f} s per image)"
-    print(f"backdrop: {made} done, {skipped} skipped (already done), {failed} failed, "
+    print(f"backdrop: {made} done, {skipped} skipped (already done), {failed} failed, {review} to review, "
           f"{finished - started:.1f} s{per_image}; manifest: {manifest.path}", file=sys.stderr)
     return 1 if failed else 0
 
@@ -390,7 +399,7 @@ class _Writer:
     def save(self, item: Item, result: Any) -> list[Path]:
         with self._lock:
             old = self.manifest.rows.get(item.key, {})
-            if old.get("status") == "done":  # --redo: the old images go, the new ones take their place
+            if old.get("status") in FINISHED:  # --redo: the old images go, the new ones take their place
                 remove_outputs(old.get("outputs", []))
             folder = self.out / item.relative.parent
             paths = plan_paths(result, folder, stem=item.relative.stem)
@@ -399,16 +408,18 @@ class _Writer:
         return paths
 
 
-def _process(item: Item, runner: Callable[..., Any], reuse: Reuse, writer: _Writer) -> dict[str, Any]:
+def _process(item: Item, runner: Callable[..., Any], reuse: Reuse, writer: _Writer, retries: int = 0) -> dict[str, Any]:
     started = time.perf_counter()
     row: dict[str, Any] = {"input": item.key, "item": item.label, "outputs": [], "request": None, "seeds": [],
                            "error": None, "made_with": item.made_with}
     try:
         request = BgReplaceRequest.from_dict(item.fields | {"image": item.path})
         row["request"] = request.settings()
-        result = runner(request, reuse=reuse)
+        tries = make_with_retries(lambda each: runner(each, reuse=reuse), request, retries)
+        result = tries.best
         row["outputs"] = [str(p) for p in writer.save(item, result)]
-        row |= {"status": "done", "seeds": list(result.seeds), "timings": result.timings}
+        row |= {"status": tries.status, "seeds": list(result.seeds), "timings": result.timings,
+                "quality": result.info.get("quality", []), "tries": tries.record}
     except BackdropError as error:
         row |= {"status": "failed", "error": str(error)}
     except Exception as error:  # one broken item must not stop a catalogue
@@ -463,7 +474,7 @@ class _ProgressBar:
     """``[12/50] 24% · 3.1 s/image · ETA 1m58s · 1 failed`` on stderr, redrawn in place on a terminal."""
 
     def __init__(self, total: int, skipped: int, *, quiet: bool) -> None:
-        self.total, self.count, self.failed, self.quiet = total, 0, 0, quiet
+        self.total, self.count, self.failed, self.review, self.quiet = total, 0, 0, 0, quiet
         self.started = time.monotonic()
         self.interactive = sys.stderr.isatty()
         if skipped and not quiet:
@@ -472,12 +483,14 @@ class _ProgressBar:
     def advance(self, row: dict[str, Any]) -> None:
         self.count += 1
         self.failed += row["status"] == "failed"
+        self.review += row["status"] == "review"
         if self.quiet:
             return
         per_image = (time.monotonic() - self.started) / self.count
         eta = per_image * (self.total - self.count)
         line = (f"[{self.count}/{self.total}] {100 * self.count // max(1, self.total)}% · {per_image:.1f} s/image · "
-                f"ETA {int(eta // 60)}m{int(eta % 60):02d}s · {self.failed} failed · {row['item']}")
+                f"ETA {int(eta // 60)}m{int(eta % 60):02d}s · {self.failed} failed · "
+                + (f"{self.review} to review · " if self.review else "") + row["item"])
         if row["status"] == "failed":
             line += f": {row['error']}"
         print(("\r" + line + "\033[K") if self.interactive else line, end="" if self.interactive else "\n",
