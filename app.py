@@ -11,6 +11,7 @@ import inspect
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ import gradio as gr  # noqa: E402
 
 from pipeline import FIELDS, BackdropError, BgReplaceRequest, GenerationCancelled, Progress, default_model_set  # noqa: E402
 from pipeline.workflows.queue import gpu_queue  # noqa: E402
-from pipeline.contract.request import check_environment  # noqa: E402
+from pipeline.contract.settings import check_settings, setting  # noqa: E402
 from pipeline.interfaces.rest import LOOPBACK_HOSTS, curl_example, mount_rest  # noqa: E402
 from pipeline.contract.choices import SECOND_ORDER  # noqa: E402
 
@@ -356,10 +357,8 @@ class Studio:
 def lends_server_key(only_this_machine: bool) -> bool:
     """BACKDROP_STUDIO_SERVER_KEY=1 lends the server's hosted key to every visitor, 0 to none; unset, only
     a studio that nobody else can reach (loopback, no share link) uses it: there the visitor is the operator."""
-    setting = os.environ.get("BACKDROP_STUDIO_SERVER_KEY", "").strip().lower()
-    if setting:
-        return setting in ("1", "true", "yes")
-    return only_this_machine
+    lend = setting("BACKDROP_STUDIO_SERVER_KEY")
+    return only_this_machine if lend is None else lend
 
 
 def _new_folder(parent: Path, name: str) -> Path:
@@ -539,8 +538,7 @@ def copy_as_request(target: str, *values: Any) -> str:
     settings = dict(zip(SETTING_INPUTS, values))
     settings["resolution"] = settings.get("resolution") or None
     hosted = target == BACKENDS[1]
-    url = (os.environ.get("SEGMIND_API_URL") or "https://api.segmind.com/v1/bg-replace") if hosted else \
-        f"http://127.0.0.1:{os.environ.get('BACKDROP_PORT', '7860')}/v1/bg-replace"
+    url = setting("SEGMIND_API_URL") if hosted else f"http://127.0.0.1:{setting('BACKDROP_PORT') or 7860}/v1/bg-replace"
     return curl_example(settings, url, hosted=hosted)
 
 
@@ -561,7 +559,7 @@ def build_demo(model_set: str | None = None, output_dir: Path | str | None = Non
     from pipeline.workflows.sweep import SWEEP_AXES
 
     studio = Studio(model_set or default_model_set(),
-                    Path(output_dir or os.environ.get("BACKDROP_OUTPUT_DIR") or "outputs"))
+                    Path(output_dir or setting("BACKDROP_OUTPUT_DIR")))
     presets = list_presets()
     inputs: dict[str, Any] = {}
     with gr.Blocks(title="Backdrop") as demo:
@@ -809,20 +807,22 @@ def launch_studio(
 
 
 def main(argv: list[str] | None = None) -> None:
+    try:
+        check_settings()  # e.g. an unknown BACKDROP_MASK_MODEL or a bad BACKDROP_PORT stops start-up here, named
+    except BackdropError as error:
+        print(f"backdrop: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     parser = argparse.ArgumentParser(description="Backdrop studio")
     # Hugging Face Spaces (and Docker hosts) say where to listen through Gradio's own variables.
-    parser.add_argument("--host", default=os.environ.get("BACKDROP_HOST") or os.environ.get("GRADIO_SERVER_NAME")
+    parser.add_argument("--host", default=setting("BACKDROP_HOST") or os.environ.get("GRADIO_SERVER_NAME")
                         or "127.0.0.1")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("BACKDROP_PORT")
-                                                        or os.environ.get("GRADIO_SERVER_PORT") or 7860))
+    # A string default goes through type=int too: a bad GRADIO_SERVER_PORT is argparse's one-line error.
+    parser.add_argument("--port", type=int, default=setting("BACKDROP_PORT")
+                        or os.environ.get("GRADIO_SERVER_PORT") or 7860)
     parser.add_argument("--model-set", choices=("sdxl", "tiny"), default=default_model_set())
-    parser.add_argument("--output-dir", default=os.environ.get("BACKDROP_OUTPUT_DIR", "outputs"))
+    parser.add_argument("--output-dir", default=setting("BACKDROP_OUTPUT_DIR"))
     parser.add_argument("--share", action="store_true", help="Also serve on a public gradio.live link.")
     args = parser.parse_args(argv)
-    try:
-        check_environment()  # e.g. an unknown BACKDROP_MASK_MODEL stops start-up here, named
-    except BackdropError as error:
-        parser.exit(2, f"backdrop: error: {error}\n")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests, not ours
     from pipeline.backends.local.models import no_gpu_warning

@@ -124,7 +124,7 @@ def test_batch_user_errors_exit_2_before_any_work(catalogue, tmp_path):
 
 
 def test_a_manifest_line_cut_short_by_a_crash_is_ignored(tmp_path):
-    from pipeline.workflows.batch import Manifest
+    from pipeline.workflows.manifest import Manifest
 
     path = tmp_path / "manifest.jsonl"
     good = {"input": "/a.jpg", "status": "done", "outputs": []}
@@ -164,16 +164,16 @@ def test_the_next_photo_is_masked_while_this_one_generates_and_never_twice():
 
 def test_a_batch_masks_each_photo_once_and_ahead_while_the_service_works(u2netp_home, catalogue, tmp_path,
                                                                            monkeypatch, mask_model_runs):
-    from pipeline.workflows.batch import build_batch_parser, run_batch
+    from pipeline.interfaces.cli import batch as batch_command
 
     threads = mask_model_runs
     with FakeSegmind(api_key="k") as service:
         monkeypatch.setenv("SEGMIND_API_URL", service.url)
         monkeypatch.setenv("SEGMIND_API_KEY", "k")
-        args = build_batch_parser().parse_args([str(catalogue), "--ref", str(ROOT / "assets" / "scene-wood.jpg"),
-                                                "--prompt", "on a wooden deck", "--backend", "hosted", *FAST,
-                                                "--out", str(tmp_path / "out"), "--quiet"])
-        assert run_batch(args) == 1  # the broken file fails, as before
+        args = batch_command.build_parser().parse_args([
+            str(catalogue), "--ref", str(ROOT / "assets" / "scene-wood.jpg"), "--prompt", "on a wooden deck",
+            "--backend", "hosted", *FAST, "--out", str(tmp_path / "out"), "--quiet"])
+        assert batch_command.run(args) == 1  # the broken file fails, as before
     assert len(threads) == 4  # four photos, four masks: none made twice
     # broken.png comes first (sorted), so every real photo is masked ahead, while the one before it ran.
     assert all(name.startswith("backdrop-look-ahead") for name in threads)

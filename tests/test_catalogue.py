@@ -30,9 +30,9 @@ def service(monkeypatch, u2netp_home):
 
 
 def run(*args: str) -> int:
-    from pipeline.workflows.batch import build_batch_parser, run_batch
+    from pipeline.interfaces.cli import batch
 
-    return run_batch(build_batch_parser().parse_args(
+    return batch.run(batch.build_parser().parse_args(
         [*args, "--backend", "hosted", "--mask-model", "u2netp", "--seed", "7"]))
 
 
@@ -185,3 +185,39 @@ def test_a_manifest_from_before_made_with_was_recorded_compares_its_request():
     made_with = {"settings": settings, "ref_image": "abc", "mask": None, "backend": "local", "model_set": "sdxl"}
     assert _differences({"request": dict(settings)}, made_with) == []  # same command: skipped as before
     assert _differences({"request": settings | {"prompt": "x"}}, made_with) == ["prompt: 'x' -> 'on a deck'"]
+
+
+# --- 15. the workflow without the command line -----------------------------------------------------------------
+
+def test_a_catalogue_runs_from_options_built_in_python_step_by_step_or_whole(service, tmp_path, capsys):
+    from pipeline import BackdropError
+    from pipeline.backends import runner
+    from pipeline.stages.reuse import Reuse
+    from pipeline.workflows.batch import BatchOptions, items_to_make, plan_items, process_item, run_batch
+    from pipeline.workflows.manifest import ResultWriter, open_manifest
+
+    shots, out = photos(tmp_path / "shots", "a.jpg", "sub/b.jpg"), tmp_path / "out"
+    options = BatchOptions(out=out, inputs=f"{shots}/**/*.jpg", backend="hosted", quiet=True,
+                           request={"prompt": "on a deck", "ref_image": REFERENCE, "mask_model": "u2netp", "seed": 7})
+    items = plan_items(options)
+    assert [str(item.relative) for item in items] == ["a.jpg", "sub/b.jpg"]
+    manifest = open_manifest(out)
+    first = items_to_make(items, manifest, out, redo=False)[0]
+    row = process_item(first, runner("hosted"), Reuse(), ResultWriter(manifest, out))
+    manifest.record(row)
+    assert row["status"] == "done" and row["seeds"] == [7] and len(service.requests) == 1
+
+    run_request, made = runner("hosted"), []
+
+    def counted(request, **hooks):
+        made.append(request.prompt)
+        return run_request(request, **hooks)
+
+    assert run_batch(options, runner=counted) == 0  # the item made step by step is skipped
+    assert made == ["on a deck"] and images(out) == ["a_7.jpg", "sub/b_7.jpg"]
+    assert "1 done, 1 skipped (already done), 0 failed" in capsys.readouterr().err
+    # The command line writes and reads the same manifest: the same settings as flags find nothing left to do.
+    assert run(f"{shots}/**/*.jpg", "--ref", str(REFERENCE), "--prompt", "on a deck", "--out", str(out)) == 0
+    assert "0 done, 2 skipped (already done)" in capsys.readouterr().err and len(service.requests) == 2
+    with pytest.raises(BackdropError, match="^jobs: 9 is out of range; expected 1 to 8$"):
+        run_batch(BatchOptions(out=out, inputs=str(shots), jobs=9))

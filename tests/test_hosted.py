@@ -151,6 +151,29 @@ def test_generate_dispatches_to_the_hosted_backend(service, make_request, monkey
         generate(make_request(), backend="cloud")
 
 
+def test_an_option_the_backend_does_not_take_is_a_user_error_naming_it(service, make_request, monkeypatch):
+    monkeypatch.setenv("SEGMIND_API_URL", service.url)
+    with pytest.raises(BackdropError, match=r"^backend: the hosted backend does not take models \(its own "
+                                            r"options: api_key, settings\)$") as refused:
+        generate(make_request(), backend="hosted", models=object(), api_key=KEY)
+    assert refused.value.field == "backend" and refused.value.exit_code == 2
+    assert service.requests == []  # refused before any call
+
+
+def test_a_runner_makes_many_requests_on_one_backend(service, make_request, monkeypatch):
+    from pipeline.backends import runner
+
+    monkeypatch.setenv("SEGMIND_API_URL", service.url)
+    monkeypatch.setenv("SEGMIND_API_KEY", KEY)
+    said = []
+    run = runner("hosted", model_set="tiny", on_progress=said.append)  # the hosted API has no models to load
+    results = [run(make_request(seed=seed)) for seed in (1, 2)]
+    assert [list(result.seeds) for result in results] == [[1], [2]] and len(service.requests) == 2
+    assert said and {progress.stage for progress in said} != {"load"}  # the calls' own progress, not a load
+    with pytest.raises(BackdropError, match="^backend: 'cloud' is unknown"):
+        runner("cloud")
+
+
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=300, env=os.environ | env)

@@ -36,11 +36,11 @@ def test_mask_model_default_comes_from_the_environment(monkeypatch, bottle, refe
 
 def test_an_unknown_mask_model_in_the_environment_names_the_variable_value_and_choices(monkeypatch, bottle,
                                                                                       reference):
-    from pipeline.contract.request import check_environment
+    from pipeline.contract.settings import check_settings
 
     monkeypatch.setenv("BACKDROP_MASK_MODEL", "bria-rmbg")
     with pytest.raises(BackdropError) as caught:
-        check_environment()
+        check_settings()
     message = str(caught.value)
     assert message.startswith("BACKDROP_MASK_MODEL: 'bria-rmbg' is not allowed; " + ALLOWED)
     assert all(repr(name) in message for name in MASK_MODELS)

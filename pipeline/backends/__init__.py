@@ -8,13 +8,16 @@ when first used: the local one pulls in torch and diffusers.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, Callable
 
 from pipeline.backends.base import Backend
 from pipeline.contract.choices import BACKENDS
 from pipeline.contract.errors import BackdropError
 from pipeline.contract.request import BgReplaceRequest
-from pipeline.contract.result import BgReplaceResult
+from pipeline.contract.result import BgReplaceResult, Progress, ProgressCallback
+
+# What ``runner`` returns: ``run(request, **hooks)``, hooks being ``should_cancel`` and ``reuse``.
+Runner = Callable[..., BgReplaceResult]
 
 # name -> (module, class): the module is imported on first use.
 _REGISTRY: dict[str, tuple[str, str]] = {
@@ -48,3 +51,30 @@ def generate(request: BgReplaceRequest, *, backend: str = "local", **options: An
         raise BackdropError(f"the {backend} backend does not take {', '.join(unknown)} (its own options: {takes})",
                             field="backend")
     return chosen.generate(request, **options)
+
+
+def runner(
+    backend: str = "local",
+    *,
+    model_set: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    memory_mode: str | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> Runner:
+    """``run(request, **hooks) -> result`` on ``backend``, for running many requests: the local backend's
+    models are loaded once, here, up front (their loading reported to ``on_progress`` as stage "load"), so
+    the first request does not pay for it. The hosted backend has no models: the model set and runtime
+    choices do not apply to it and are left unused."""
+    get_backend(backend)  # an unknown name is refused before anything loads
+    if backend != "local":
+        return lambda request, **hooks: generate(request, backend=backend, on_progress=on_progress, **hooks)
+    from pipeline.backends.local.models import default_model_set, load_models
+
+    def say(message: str) -> None:
+        if on_progress is not None:
+            on_progress(Progress("load", 0.0, message))
+
+    models = load_models(model_set or default_model_set(), device=device, dtype=dtype, memory_mode=memory_mode,
+                         on_progress=say)
+    return lambda request, **hooks: generate(request, models=models, on_progress=on_progress, **hooks)

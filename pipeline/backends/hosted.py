@@ -11,7 +11,6 @@ import base64
 import binascii
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -25,11 +24,11 @@ from pipeline.stages.prepare import PreparedInputs, finish_result, resolve_seeds
 from pipeline.stages.reuse import Reuse
 from pipeline.contract.request import HOSTED_FIELDS, BgReplaceRequest
 from pipeline.contract.result import BgReplaceResult, CancelCheck, Progress, ProgressCallback
+from pipeline.contract.settings import setting, setting_default
 
 log = logging.getLogger("backdrop.hosted")
 
-DEFAULT_URL = "https://api.segmind.com/v1/bg-replace"
-DEFAULT_TIMEOUT = 120.0
+DEFAULT_TIMEOUT = setting_default("BACKDROP_HOSTED_TIMEOUT")
 MAX_ATTEMPTS = 3
 MAX_REDIRECTS = 3
 HOSTED_SIDE = 1024  # what we send: about the megapixel the service generates at, not a 24 MP original
@@ -78,23 +77,14 @@ class HostedSettings:
 
 def hosted_settings(api_key: str | None = None, url: str | None = None, timeout: float | None = None) -> HostedSettings:
     """Arguments first, then SEGMIND_API_KEY / SEGMIND_API_URL / BACKDROP_HOSTED_TIMEOUT."""
-    key = (api_key or os.environ.get("SEGMIND_API_KEY") or "").strip()
+    key = (api_key or setting("SEGMIND_API_KEY") or "").strip()
     if not key:
         raise BackdropError("the hosted API needs a key: set SEGMIND_API_KEY or enter your key", field="api_key")
-    address = (url or os.environ.get("SEGMIND_API_URL") or DEFAULT_URL).strip()
+    address = (url or setting("SEGMIND_API_URL")).strip()
     if not address.startswith(("http://", "https://")):
         raise BackdropError(f"{address!r} is not an http(s) URL", field="SEGMIND_API_URL")
-    seconds = timeout if timeout is not None else _env_float("BACKDROP_HOSTED_TIMEOUT", DEFAULT_TIMEOUT)
-    return HostedSettings(url=address, api_key=key, timeout=seconds,
-                          backoff=_env_float("BACKDROP_HOSTED_BACKOFF", 1.0))
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "")
-    try:
-        return float(raw) if raw.strip() else default
-    except ValueError:
-        raise BackdropError(f"{raw!r} is not a number of seconds", field=name) from None
+    seconds = timeout if timeout is not None else setting("BACKDROP_HOSTED_TIMEOUT")
+    return HostedSettings(url=address, api_key=key, timeout=seconds, backoff=setting("BACKDROP_HOSTED_BACKOFF"))
 
 
 def request_body(request: BgReplaceRequest, prepared: PreparedInputs, seed: int) -> dict[str, Any]:

@@ -19,17 +19,16 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipeline.contract.errors import BackdropError
+from pipeline.contract.settings import setting
 
 MIN_SIDE = 64
-DEFAULT_MAX_PIXELS = 64_000_000  # a 61 MP full-frame sensor fits; anything far past it is a bomb or a mistake
 
 _DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)
 
 
 def max_pixels() -> int:
     """The pixel limit, read on each call so ``BACKDROP_MAX_PIXELS`` can be changed by a deployment."""
-    raw = os.environ.get("BACKDROP_MAX_PIXELS", "")
-    return int(raw) if raw.strip().isdigit() else DEFAULT_MAX_PIXELS
+    return setting("BACKDROP_MAX_PIXELS")
 
 
 def load_image(source: Any, *, field: str = "image") -> Image.Image:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from PIL import Image
 
 from pipeline.contract.errors import BackdropError
 from pipeline.contract.images import load_image
+from pipeline.contract.settings import setting
 from pipeline.contract.choices import (
     DEFAULT_MASK_MODEL,
     DEFAULT_SCHEDULER,
@@ -61,14 +61,10 @@ class FieldSpec:
     env: str | None = None  # an environment variable that sets this field's default for the whole machine
 
     def current_default(self) -> Any:
-        """The default now: ``env``'s value where it is set (checked like the field), else ``default``."""
-        raw = os.environ.get(self.env, "").strip() if self.env else ""
-        if not raw:
-            return self.default
-        try:
-            return self.coerce(raw)
-        except BackdropError:
-            raise BackdropError(f"{raw!r} is not allowed; expected {self.allowed()}", field=self.env) from None
+        """The default now: ``env``'s value where it is set (read and checked by contract.settings), else
+        ``default``."""
+        value = setting(self.env) if self.env else None
+        return self.default if value is None else value
 
     def allowed(self) -> str:
         """What is allowed, in words, for error messages and help text."""
@@ -231,14 +227,6 @@ FIELDS: dict[str, FieldSpec] = {
               help="Quality check: most enlargement of the product from the photo's pixels."),
     )
 }
-
-def check_environment() -> None:
-    """Check every default set by environment (BACKDROP_MASK_MODEL) at start-up: a mistake there stops the
-    studio, the CLI and the REST endpoint at once, with a message naming the variable, instead of failing
-    every request later."""
-    for spec in FIELDS.values():
-        spec.current_default()
-
 
 IMAGE_FIELDS = tuple(name for name, spec in FIELDS.items() if spec.kind == "image")
 HOSTED_FIELDS = tuple(name for name, spec in FIELDS.items() if spec.hosted)

@@ -15,11 +15,11 @@ import hashlib
 import hmac
 import html
 import json
-import os
 import secrets
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs, urlsplit
 
+from pipeline.contract.settings import setting
 from pipeline.interfaces.rest import api_keys, is_one_of
 
 COOKIE = "backdrop_key"
@@ -34,8 +34,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 def cors_origins() -> set[str]:
     """BACKDROP_CORS_ORIGINS: comma-separated origins (``https://shop.example``) whose pages may call /v1."""
-    return {origin.strip().rstrip("/") for origin in os.environ.get("BACKDROP_CORS_ORIGINS", "").split(",")
-            if origin.strip()}
+    return {origin.rstrip("/") for origin in setting("BACKDROP_CORS_ORIGINS")}
 
 
 class KeyGuard:

@@ -9,7 +9,6 @@ checked the same way, and size and time are capped.
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 import threading
 import time
@@ -18,6 +17,7 @@ from urllib.parse import urljoin, urlsplit
 import urllib3
 
 from pipeline.contract.errors import BackdropError
+from pipeline.contract.settings import setting
 
 MAX_BYTES = 20 * 1024 * 1024
 MAX_REDIRECTS = 3
@@ -28,7 +28,7 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def urls_allowed() -> bool:
-    return os.environ.get("BACKDROP_ALLOW_URLS", "").strip().lower() in ("1", "true", "yes")
+    return setting("BACKDROP_ALLOW_URLS")
 
 
 def fetch_image_url(url: str, *, field: str) -> bytes:
@@ -96,13 +96,9 @@ def _is_allowed(address: Address) -> bool:
     return address.is_global and not address.is_multicast
 
 
-def _extra_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+def _extra_networks() -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     """BACKDROP_URL_ALLOW_NETWORKS: comma-separated networks a deployment trusts (its own image store)."""
-    raw = os.environ.get("BACKDROP_URL_ALLOW_NETWORKS", "")
-    try:
-        return [ipaddress.ip_network(item.strip(), strict=False) for item in raw.split(",") if item.strip()]
-    except ValueError as exc:
-        raise BackdropError(f"{exc}; expected networks like 10.1.2.0/24", field="BACKDROP_URL_ALLOW_NETWORKS") from None
+    return setting("BACKDROP_URL_ALLOW_NETWORKS")
 
 
 def _read_capped(response, field: str, deadline: float) -> bytes:

@@ -10,7 +10,6 @@ import base64
 import hmac
 import json
 import logging
-import os
 import time
 import uuid
 from typing import Any
@@ -24,27 +23,26 @@ from pipeline.contract.errors import BackdropError
 from pipeline.interfaces.fetch import fetch_image_url
 from pipeline.contract.images import encode_image
 from pipeline.workflows.queue import GenerationQueue, QueueFull
-from pipeline.contract.request import FIELDS, HOSTED_FIELDS, IMAGE_FIELDS, BgReplaceRequest, check_environment, loads_json
+from pipeline.contract.request import FIELDS, HOSTED_FIELDS, IMAGE_FIELDS, BgReplaceRequest, loads_json
 from pipeline.contract.result import BgReplaceResult
+from pipeline.contract.settings import check_settings, setting
 from pipeline.stages.quality import quality_headers
 
 log = logging.getLogger("backdrop.rest")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")  # a server on these is reachable from this machine only
 
-DEFAULT_MAX_BODY_MB = 64  # two 20 MB photos, base64-encoded, with room to spare
 RETRY_AFTER_SECONDS = 15
 MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png"}
 
 
 def api_keys() -> set[str]:
     """BACKDROP_API_KEYS: comma-separated keys; when set, every request needs one in ``x-api-key``."""
-    return {key.strip() for key in os.environ.get("BACKDROP_API_KEYS", "").split(",") if key.strip()}
+    return set(setting("BACKDROP_API_KEYS"))
 
 
 def max_body_bytes() -> int:
-    raw = os.environ.get("BACKDROP_MAX_BODY_MB", "")
-    megabytes = float(raw) if raw.replace(".", "", 1).isdigit() else DEFAULT_MAX_BODY_MB
-    return int(megabytes * 1024 * 1024)
+    """BACKDROP_MAX_BODY_MB (64 by default: two 20 MB photos, base64-encoded, with room to spare)."""
+    return int(setting("BACKDROP_MAX_BODY_MB") * 1024 * 1024)
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -108,7 +106,7 @@ def create_rest_app(*, model_set: str, queue: GenerationQueue) -> FastAPI:
 
 def mount_rest(server_app: Any, *, model_set: str, queue: GenerationQueue, host: str = "127.0.0.1") -> FastAPI:
     """Mount the REST app at ``/v1`` on a running studio's FastAPI app; warn if it is open without keys."""
-    check_environment()
+    check_settings()
     api = create_rest_app(model_set=model_set, queue=queue)
     server_app.mount("/v1", api)
     if host not in LOOPBACK_HOSTS and not api_keys():

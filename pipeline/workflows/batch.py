@@ -1,64 +1,74 @@
-"""``python -m pipeline batch``: a whole catalogue, resumable, with a manifest of every item.
+"""A whole catalogue, resumable, with a manifest of every item (``python -m pipeline batch`` runs it).
 
-The manifest (``manifest.jsonl`` in the output folder) gets one JSON line per finished item, appended and
-flushed as it finishes: a crash or Ctrl-C loses at most the item in flight, never a finished one, and a
-rerun skips every item already done. Images are written under a temporary name and renamed, so no half
-image ever carries a final name.
+The run is described by a ``BatchOptions`` (the CLI builds one from its flags; Python code builds its own) and
+goes in steps another runner (a distributed batch) can reuse one by one: ``plan_items`` finds every photo and
+checks every value before the first image; ``items_to_make`` compares them with the manifest
+(``workflows.manifest``); ``process_item`` makes one item and returns its manifest row; ``Manifest.record``
+records that row. Images are written under a temporary name and renamed, so no half image ever carries a final
+name.
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
 import functools
 import glob
 import hashlib
-import json
 import os
 import sys
-import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
-from pipeline.interfaces.cli import OneLineParser, add_request_flags, make_runner, request_values
+from pipeline.backends import Runner, runner as backend_runner
 from pipeline.contract.errors import BackdropError
-from pipeline.stages.masking import find_product_ahead
-from pipeline.workflows.outputs import check_out_folder, plan_paths, write_atomically, write_result
-from pipeline.workflows.retries import MAX_RETRIES, make_with_retries
-from pipeline.stages.reuse import Reuse
 from pipeline.contract.request import FIELDS, IMAGE_FIELDS, BgReplaceRequest
+from pipeline.stages.masking import find_product_ahead
+from pipeline.stages.reuse import Reuse
+from pipeline.workflows.manifest import MANIFEST, Manifest, ResultWriter, open_manifest
+from pipeline.workflows.outputs import check_out_folder
+from pipeline.workflows.retries import MAX_RETRIES, make_with_retries
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 MAX_JOBS = 8
-MANIFEST = "manifest.jsonl"
-FINISHED = ("done", "review")  # review: made and kept, but its quality check asks a person to look
 
 
-def build_batch_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="python -m pipeline batch",
-                           description="Replace the background of every product photo in a folder or glob, "
-                                       "or of every row of an --items file.")
-    parser.add_argument("inputs", nargs="?",
-                        help="A folder of product photos, or a quoted glob such as 'shots/**/*.jpg'.")
-    parser.add_argument("--items", type=Path, metavar="FILE",
-                        help="A .csv or .jsonl file: one row per product, its image and any request field "
-                             "(prompt, ref_image, seed, preset, ...); flags give the rest.")
-    parser.add_argument("--preset", help="A preset's name (see presets/); flags given here override it.")
-    parser.add_argument("--jobs", type=int, default=1, metavar="N",
-                        help=f"Hosted calls at once (1..{MAX_JOBS}). Local work always runs one image at a time.")
-    parser.add_argument("--redo", action="store_true",
-                        help="Make items already in --out again when their settings changed (their old images "
-                             "are replaced); without it such a rerun is refused.")
-    parser.add_argument("--qa-retries", type=int, default=0, metavar="N",
-                        help=f"Make an item whose quality check says review again with the next seeds, up to N "
-                             f"times (0..{MAX_RETRIES}); the best try is kept, an item still over a --qa-max-* "
-                             "threshold ends 'review'. Default: 0.")
-    add_request_flags(parser, ref_required=False)
-    return parser
+@dataclass(frozen=True)
+class BatchOptions:
+    """One catalogue run: where its photos come from, what they are made with, and where the results go.
+
+    Exactly one of ``inputs`` (a folder, or a glob where ``**`` recurses) and ``items`` (a .csv or .jsonl file,
+    one row per product) is given. ``request`` holds the request fields every item starts from, over the
+    preset's; an items file's rows override both.
+    """
+
+    out: Path
+    inputs: str | None = None
+    items: Path | None = None
+    request: Mapping[str, Any] = field(default_factory=dict)
+    preset: str | None = None
+    jobs: int = 1  # hosted calls at once; local work always runs one image at a time
+    redo: bool = False  # make again the items already done with other settings, instead of refusing
+    backend: str = "local"
+    model_set: str | None = None  # None: the default (BACKDROP_MODEL_SET, else sdxl)
+    device: str | None = None
+    dtype: str | None = None
+    memory_mode: str | None = None
+    quiet: bool = False  # no progress on stderr
+    qa_retries: int = 0  # remake an item whose quality check says review, with the next seeds, up to this often
+
+    def __post_init__(self) -> None:  # paths given as strings work too
+        object.__setattr__(self, "out", Path(self.out))
+        if self.items is not None:
+            object.__setattr__(self, "items", Path(self.items))
+
+    def chosen_model_set(self) -> str:
+        from pipeline.backends.local.models import default_model_set
+
+        return self.model_set or default_model_set()
 
 
 def find_inputs(pattern: str) -> list[Path]:
@@ -97,87 +107,38 @@ class Item:
     label: str  # what progress lines show
 
 
-class Manifest:
-    """One row per input: the last line written for it wins. Appends are flushed and fsynced."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.rows: dict[str, dict[str, Any]] = {}
-        self._lock = threading.Lock()
-        if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue  # a line cut short by a crash: that item simply runs again
-                if isinstance(row, dict) and "input" in row:
-                    self.rows[row["input"]] = row
-            self.compact()
-
-    def compact(self) -> None:
-        """Rewrite the file with one line per item (its last), dropping superseded and torn lines."""
-        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in self.rows.values())
-        write_atomically(self.path, text.encode("utf-8"))
-
-    def is_done(self, key: str) -> bool:
-        row = self.rows.get(key)
-        return bool(row and row.get("status") in FINISHED and all(Path(p).exists() for p in row.get("outputs", [])))
-
-    def remove_unfinished_writes(self) -> int:
-        """Delete the images of items a killed run was writing (recorded as "writing", never "done"): the
-        rerun makes them again under the same names, so no item ever ends up with two sets of images."""
-        return sum(remove_outputs(row.get("outputs", [])) for row in self.rows.values()
-                   if row.get("status") == "writing")
-
-    def record(self, row: dict[str, Any]) -> None:
-        with self._lock:
-            self.rows[row["input"]] = row
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as file:
-                file.write(json.dumps(row, ensure_ascii=False) + "\n")
-                file.flush()
-                os.fsync(file.fileno())
-
-
-def remove_outputs(outputs: list[str]) -> int:
-    """Delete an item's images and their sidecars; return how many files there were."""
-    removed = 0
-    for output in outputs:
-        for path in (Path(output), Path(output).with_suffix(".json")):
-            removed += path.exists()
-            path.unlink(missing_ok=True)
-    return removed
-
-
-def run_batch(args: argparse.Namespace) -> int:
+def run_batch(options: BatchOptions, runner: Runner | None = None) -> int:
+    """Make every item of the catalogue ``options`` describes. Returns 0 when every item is done, 1 when any
+    failed (each failure is in the manifest), 130 on Ctrl-C (every finished item recorded; rerun to resume).
+    ``runner`` makes each request (``backends.runner``'s shape); by default one for ``options.backend``,
+    made only when there is work, so a rerun with nothing left to do loads no models."""
     started = time.perf_counter()
-    if not 1 <= args.jobs <= MAX_JOBS:
-        raise BackdropError(f"{args.jobs} is out of range; expected 1 to {MAX_JOBS}", field="jobs")
-    if not 0 <= args.qa_retries <= MAX_RETRIES:
-        raise BackdropError(f"{args.qa_retries} is out of range; expected 0 to {MAX_RETRIES}", field="--qa-retries")
-    out = Path(args.out)
+    if not 1 <= options.jobs <= MAX_JOBS:
+        raise BackdropError(f"{options.jobs} is out of range; expected 1 to {MAX_JOBS}", field="jobs")
+    if not 0 <= options.qa_retries <= MAX_RETRIES:
+        raise BackdropError(f"{options.qa_retries} is out of range; expected 0 to {MAX_RETRIES}", field="--qa-retries")
+    out = options.out
     check_out_folder(out)
-    items = plan_items(args, out)  # every photo found and every value checked before the first image
-    out.mkdir(parents=True, exist_ok=True)
-    for leftover in out.rglob(".*.part"):  # an image a killed run was writing: never given a final name
-        leftover.unlink(missing_ok=True)
-    manifest = Manifest(out / MANIFEST)
-    manifest.remove_unfinished_writes()
-    todo = items_to_make(items, manifest, out, redo=args.redo)
+    items = plan_items(options)  # every photo found and every value checked before the first image
+    manifest = open_manifest(out)
+    todo = items_to_make(items, manifest, out, redo=options.redo)
     skipped = len(items) - len(todo)
-    _announce(args, items, todo, out)
+    _announce(options, items, todo)
     # Loads local models before the bar's clock starts; a rerun with nothing left to do loads nothing.
-    runner = make_runner(args, _load_printer(args.quiet)) if todo else None
+    if todo and runner is None:
+        runner = backend_runner(options.backend, model_set=options.chosen_model_set(), device=options.device,
+                                dtype=options.dtype, memory_mode=options.memory_mode,
+                                on_progress=_load_printer(options.quiet))
     loaded = time.perf_counter()
-    bar = _ProgressBar(len(todo), skipped, quiet=args.quiet)
+    bar = _ProgressBar(len(todo), skipped, quiet=options.quiet)
     reuse = Reuse()  # the references' and the prompts' embeddings serve every item that shares them
-    writer = _Writer(manifest, out)
-    work = lambda item: _process(item, runner, reuse, writer, args.qa_retries)  # noqa: E731
-    jobs = args.jobs if args.backend == "hosted" else 1
-    if args.jobs > 1 and args.backend != "hosted" and not args.quiet:
+    writer = ResultWriter(manifest, out)
+    work = lambda item: process_item(item, runner, reuse, writer, options.qa_retries)  # noqa: E731
+    jobs = options.jobs if options.backend == "hosted" else 1
+    if options.jobs > 1 and options.backend != "hosted" and not options.quiet:
         print("backdrop: --jobs applies to hosted calls; local images run one at a time on the GPU", file=sys.stderr)
     look_ahead = None
-    if todo and _generation_leaves_the_cpu_free(args):  # see _run_in_turn
+    if todo and _generation_leaves_the_cpu_free(options):  # see _run_in_turn
         look_ahead = lambda item: None if item.fields.get("mask") else find_product_ahead(  # noqa: E731
             item.path, item.fields.get("mask_model") or FIELDS["mask_model"].current_default())
     try:
@@ -203,20 +164,21 @@ def run_batch(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def plan_items(args: argparse.Namespace, out: Path) -> list[Item]:
+def plan_items(options: BatchOptions) -> list[Item]:
     """The photos to make, from a folder/glob or an --items file, each with its checked request fields."""
-    if bool(args.inputs) == bool(args.items):
+    if bool(options.inputs) == bool(options.items):
         raise BackdropError("give a folder or glob of product photos, or --items FILE (not both)", field="inputs")
-    base = _base_fields(args)
+    base = _base_fields(options)
     decoded: dict[Any, Any] = {}  # each reference and mask file decoded once, shared by every item using it
-    if args.items:
-        return _items_from_file(args, base, decoded)
-    root = input_root(args.inputs)
+    if options.items:
+        return _items_from_file(options, base, decoded)
+    out = options.out
+    root = input_root(options.inputs)
     out_folder = Path(os.path.abspath(out))
     if out_folder == root:
         raise BackdropError(f"{out} is the input folder itself: its results would be read as photos on the next run; "
                             "give a folder beside or inside it", field="--out")
-    paths = find_inputs(args.inputs)  # no photos at all is the first thing to say
+    paths = find_inputs(options.inputs)  # no photos at all is the first thing to say
     fields = _checked_fields(base, decoded)
     results_inside_inputs = out_folder.is_relative_to(root)
     items = []
@@ -225,17 +187,17 @@ def plan_items(args: argparse.Namespace, out: Path) -> list[Item]:
         if results_inside_inputs and absolute.is_relative_to(out_folder):
             continue  # an earlier run's result inside the input folder is not a product photo
         relative = _below(path, root)
-        items.append(_item(path, relative, _key(path), fields, base, args, str(relative)))
+        items.append(_item(path, relative, _key(path), fields, base, options, str(relative)))
     if not items:
-        raise BackdropError(f"no product photos in {args.inputs!r} outside --out", field="inputs")
+        raise BackdropError(f"no product photos in {options.inputs!r} outside --out", field="inputs")
     return items
 
 
-def _items_from_file(args: argparse.Namespace, base: dict[str, Any], decoded: dict[Any, Any]) -> list[Item]:
+def _items_from_file(options: BatchOptions, base: dict[str, Any], decoded: dict[Any, Any]) -> list[Item]:
     from pipeline.workflows.items import read_items
     from pipeline.workflows.presets import get_preset
 
-    source = Path(args.items)
+    source = Path(options.items)
     folder = Path(os.path.abspath(source.parent))  # paths in the file are relative to it
     items, seen = [], collections.Counter()
     for row in read_items(source):
@@ -254,16 +216,16 @@ def _items_from_file(args: argparse.Namespace, base: dict[str, Any], decoded: di
         seen[photo] += 1  # one photo may appear in several rows (other prompts): each is its own item
         key = photo + (f"#{seen[photo]}" if seen[photo] > 1 else "")
         relative = _below(path, folder)
-        items.append(_item(path, relative, key, checked, fields, args, f"row {row.number} {relative}"))
+        items.append(_item(path, relative, key, checked, fields, options, f"row {row.number} {relative}"))
     return items
 
 
 def _item(path: Path, relative: Path, key: str, checked: dict[str, Any], raw: dict[str, Any],
-          args: argparse.Namespace, label: str) -> Item:
+          options: BatchOptions, label: str) -> Item:
     settings = {name: checked.get(name, FIELDS[name].default) for name in FIELDS if name not in IMAGE_FIELDS}
     made_with = {"settings": settings, "ref_image": _fingerprint(raw.get("ref_image")),
-                 "mask": _fingerprint(raw.get("mask")), "backend": args.backend,
-                 "model_set": args.model_set if args.backend == "local" else None}
+                 "mask": _fingerprint(raw.get("mask")), "backend": options.backend,
+                 "model_set": options.chosen_model_set() if options.backend == "local" else None}
     return Item(Path(path), relative, key, checked, made_with, label)
 
 
@@ -317,13 +279,13 @@ def _differences(row: dict[str, Any], made_with: dict[str, Any]) -> list[str]:
     return differences
 
 
-def _announce(args: argparse.Namespace, items: list[Item], todo: list[Item], out: Path) -> None:
+def _announce(options: BatchOptions, items: list[Item], todo: list[Item]) -> None:
     """Say what is about to happen before the first (slow) step, instead of nothing until an image ends."""
-    if args.quiet:
+    if options.quiet:
         return
-    source = args.items or args.inputs
-    where = "the hosted API" if args.backend == "hosted" else f"the {args.model_set} models"
-    print(f"backdrop: {len(items)} item(s) from {source}, {len(items) - len(todo)} already done in {out}; "
+    source = options.items or options.inputs
+    where = "the hosted API" if options.backend == "hosted" else f"the {options.chosen_model_set()} models"
+    print(f"backdrop: {len(items)} item(s) from {source}, {len(items) - len(todo)} already done in {options.out}; "
           + (f"loading {where}..." if todo else "nothing left to do"), file=sys.stderr, flush=True)
 
 
@@ -335,28 +297,28 @@ def _load_printer(quiet: bool) -> Callable[[Any], None]:
     return say
 
 
-def _generation_leaves_the_cpu_free(args: argparse.Namespace) -> bool:
+def _generation_leaves_the_cpu_free(options: BatchOptions) -> bool:
     """Whether masking the next photo alongside generation pays: yes while a GPU or the hosted API does the
     generating; no when generation itself runs on the CPU, where the two would only share its cores (a
     12-photo batch of the tiny models on 2 cores ran 5% slower with it)."""
-    if args.backend == "hosted":
+    if options.backend == "hosted":
         return True
     from pipeline.backends.local.models import resolve_runtime
 
-    return resolve_runtime(args.device, args.dtype, args.memory_mode).device != "cpu"
+    return resolve_runtime(options.device, options.dtype, options.memory_mode).device != "cpu"
 
 
-def _base_fields(args: argparse.Namespace) -> dict[str, Any]:
+def _base_fields(options: BatchOptions) -> dict[str, Any]:
     """The preset's settings and reference, then the flags: what every item starts from."""
     fields: dict[str, Any] = {}
-    if args.preset:
+    if options.preset:
         from pipeline.workflows.presets import get_preset
 
-        preset = get_preset(args.preset)
+        preset = get_preset(options.preset)
         fields |= preset.settings
         if preset.reference:
             fields["ref_image"] = preset.reference
-    return fields | request_values(args)
+    return {**fields, **options.request}
 
 
 def _checked_fields(fields: dict[str, Any], decoded: dict[Any, Any]) -> dict[str, Any]:
@@ -388,27 +350,10 @@ def _key(path: Path) -> str:
     return str(Path(path).resolve())
 
 
-class _Writer:
-    """Records an item's file names as "writing" before writing them, and "done" after: a run killed in
-    between leaves a record of exactly which files to remove (never another item's, never the user's)."""
-
-    def __init__(self, manifest: Manifest, out: Path) -> None:
-        self.manifest, self.out = manifest, out
-        self._lock = threading.Lock()  # two items with one name (front.jpg, front.png) must not pick one path
-
-    def save(self, item: Item, result: Any) -> list[Path]:
-        with self._lock:
-            old = self.manifest.rows.get(item.key, {})
-            if old.get("status") in FINISHED:  # --redo: the old images go, the new ones take their place
-                remove_outputs(old.get("outputs", []))
-            folder = self.out / item.relative.parent
-            paths = plan_paths(result, folder, stem=item.relative.stem)
-            self.manifest.record({"input": item.key, "status": "writing", "outputs": [str(p) for p in paths]})
-            write_result(result, paths)
-        return paths
-
-
-def _process(item: Item, runner: Callable[..., Any], reuse: Reuse, writer: _Writer, retries: int = 0) -> dict[str, Any]:
+def process_item(item: Item, runner: Runner, reuse: Reuse, writer: ResultWriter, retries: int = 0) -> dict[str, Any]:
+    """Make one item and write its images; return its manifest row, "done", "review" or "failed" (never raises
+    for the item's own problems: one broken item must not stop a catalogue). With ``retries``, an item whose
+    quality check says review is made again with the next seeds (workflows.retries); its best try is written."""
     started = time.perf_counter()
     row: dict[str, Any] = {"input": item.key, "item": item.label, "outputs": [], "request": None, "seeds": [],
                            "error": None, "made_with": item.made_with}
@@ -417,7 +362,7 @@ def _process(item: Item, runner: Callable[..., Any], reuse: Reuse, writer: _Writ
         row["request"] = request.settings()
         tries = make_with_retries(lambda each: runner(each, reuse=reuse), request, retries)
         result = tries.best
-        row["outputs"] = [str(p) for p in writer.save(item, result)]
+        row["outputs"] = [str(p) for p in writer.save(item.key, item.relative, result)]
         row |= {"status": tries.status, "seeds": list(result.seeds), "timings": result.timings,
                 "quality": result.info.get("quality", []), "tries": tries.record}
     except BackdropError as error:

@@ -5,7 +5,6 @@ reference picture. The shipped ones live in ``presets/``; users save theirs to B
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 from pipeline.contract.errors import BackdropError
 from pipeline.workflows.outputs import write_atomically
 from pipeline.contract.request import FIELDS, IMAGE_FIELDS
+from pipeline.contract.settings import setting
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: pipeline/workflows/presets.py
 BUILTIN_DIR = ROOT / "presets"
@@ -34,7 +34,7 @@ class Preset:
 
 
 def user_dir() -> Path:
-    return Path(os.environ.get("BACKDROP_PRESETS_DIR") or Path.home() / ".config" / "backdrop" / "presets")
+    return setting("BACKDROP_PRESETS_DIR")
 
 
 def load_preset_file(path: Path) -> Preset:

@@ -3,14 +3,12 @@ the device, and a full line is refused at once (HTTP 503, Retry-After) instead o
 
 from __future__ import annotations
 
-import os
 import threading
 from contextlib import contextmanager
 from typing import Iterator
 
 from pipeline.contract.errors import BackdropError
-
-DEFAULT_QUEUE_SIZE = 16
+from pipeline.contract.settings import setting
 
 
 class QueueFull(BackdropError):
@@ -27,12 +25,22 @@ class GenerationQueue:
     """A lock for the device plus a bounded count of those waiting for it."""
 
     def __init__(self, max_waiting: int | None = None) -> None:
-        self.max_waiting = max_waiting if max_waiting is not None else _queue_size_from_env()
+        self._max_waiting = max_waiting
         self._device = threading.Lock()
         self._state = threading.Lock()
         self._waiting = 0
         self._running = 0
         self.peak_running = 0  # never above 1: what tests and health checks can verify
+
+    @property
+    def max_waiting(self) -> int:
+        """The most that may wait: the number given, else BACKDROP_QUEUE_SIZE, read when asked (the process-wide
+        queue below is built at import, before a deployment's or a test's setting)."""
+        return self._max_waiting if self._max_waiting is not None else setting("BACKDROP_QUEUE_SIZE")
+
+    @max_waiting.setter
+    def max_waiting(self, value: int | None) -> None:
+        self._max_waiting = value
 
     @contextmanager
     def slot(self) -> Iterator[None]:
@@ -55,11 +63,6 @@ class GenerationQueue:
     def stats(self) -> dict[str, int]:
         with self._state:
             return {"waiting": self._waiting, "running": self._running, "max_waiting": self.max_waiting}
-
-
-def _queue_size_from_env() -> int:
-    raw = os.environ.get("BACKDROP_QUEUE_SIZE", "")
-    return int(raw) if raw.strip().isdigit() and int(raw) > 0 else DEFAULT_QUEUE_SIZE
 
 
 gpu_queue = GenerationQueue()  # the process-wide line that the studio and REST share

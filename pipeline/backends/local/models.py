@@ -7,7 +7,6 @@ JSON config file) and ``tiny`` (random tiny components saved to a cache folder, 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import threading
@@ -17,11 +16,12 @@ from typing import Any, Callable
 
 from pipeline.contract.choices import DTYPES, MEMORY_MODES, MODEL_SETS
 from pipeline.contract.errors import BackdropError, ModelLoadError, NoGpu
+from pipeline.contract.settings import config_keys, setting, setting_default
 
 
 def default_model_set() -> str:
     """BACKDROP_MODEL_SET, or "sdxl"."""
-    return os.environ.get("BACKDROP_MODEL_SET") or "sdxl"
+    return setting("BACKDROP_MODEL_SET")
 
 
 @dataclass(frozen=True)
@@ -41,34 +41,10 @@ class ModelSpec:
     variant: str  # weight variant to prefer in half precision ("" = none)
 
 
-SDXL_DEFAULTS = ModelSpec(
-    name="sdxl",
-    base="diffusers/stable-diffusion-xl-1.0-inpainting-0.1",
-    controlnet="diffusers/controlnet-canny-sdxl-1.0",
-    ip_adapter="h94/IP-Adapter",
-    ip_adapter_subfolder="sdxl_models",
-    ip_adapter_weight_name="ip-adapter_sdxl.safetensors",
-    image_encoder="h94/IP-Adapter",
-    image_encoder_subfolder="sdxl_models/image_encoder",
-    # The stock SDXL VAE overflows in fp16 and must run in fp32; this fine-tune does not.
-    vae="madebyollin/sdxl-vae-fp16-fix",
-    native_resolution=1024,
-    variant="fp16",
-)
-
-# Environment variable for each overridable field; a JSON file named by BACKDROP_CONFIG uses the field names.
-ENV_OVERRIDES = {
-    "base": "BACKDROP_BASE_MODEL",
-    "controlnet": "BACKDROP_CONTROLNET",
-    "ip_adapter": "BACKDROP_IP_ADAPTER",
-    "ip_adapter_subfolder": "BACKDROP_IP_ADAPTER_SUBFOLDER",
-    "ip_adapter_weight_name": "BACKDROP_IP_ADAPTER_WEIGHT",
-    "image_encoder": "BACKDROP_IMAGE_ENCODER",
-    "image_encoder_subfolder": "BACKDROP_IMAGE_ENCODER_SUBFOLDER",
-    "vae": "BACKDROP_VAE",
-    "native_resolution": "BACKDROP_RESOLUTION",
-    "variant": "BACKDROP_VARIANT",
-}
+# The sdxl set's ids: each one's default, environment variable and BACKDROP_CONFIG file key are in
+# contract.settings, which also reads the file (the environment wins over it).
+ENV_OVERRIDES = config_keys()  # field name -> environment variable
+SDXL_DEFAULTS = ModelSpec(name="sdxl", **{key: setting_default(env) for key, env in ENV_OVERRIDES.items()})
 
 
 def model_spec(model_set: str = "sdxl") -> ModelSpec:
@@ -77,11 +53,7 @@ def model_spec(model_set: str = "sdxl") -> ModelSpec:
         return tiny_spec()
     if model_set != "sdxl":
         raise BackdropError(f"{model_set!r} is unknown; expected one of {', '.join(MODEL_SETS)}", field="model_set")
-    overrides = _config_file_overrides()
-    overrides.update({key: os.environ[env] for key, env in ENV_OVERRIDES.items() if os.environ.get(env) is not None})
-    if "native_resolution" in overrides:
-        overrides["native_resolution"] = _positive_int(overrides["native_resolution"], "native_resolution")
-    return dataclasses.replace(SDXL_DEFAULTS, **overrides)
+    return ModelSpec(name="sdxl", **{key: setting(env) for key, env in ENV_OVERRIDES.items()})
 
 
 def tiny_spec() -> ModelSpec:
@@ -103,35 +75,6 @@ def tiny_spec() -> ModelSpec:
     )
 
 
-def _config_file_overrides() -> dict[str, Any]:
-    path = os.environ.get("BACKDROP_CONFIG")
-    if not path:
-        return {}
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise BackdropError(f"cannot read the model config file {path}: {exc}", field="BACKDROP_CONFIG") from None
-    if not isinstance(data, dict):
-        raise BackdropError(f"{path} must hold a JSON object", field="BACKDROP_CONFIG")
-    unknown = sorted(set(data) - set(ENV_OVERRIDES))
-    if unknown:
-        raise BackdropError(
-            f"{path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(ENV_OVERRIDES)}",
-            field="BACKDROP_CONFIG",
-        )
-    return {key: value if key == "native_resolution" else str(value) for key, value in data.items()}
-
-
-def _positive_int(value: Any, name: str) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = 0
-    if number < 64:
-        raise BackdropError(f"{value!r} must be a whole number of pixels, at least 64", field=name)
-    return number
-
-
 @dataclass(frozen=True)
 class Runtime:
     """Where and how the models run."""
@@ -146,17 +89,17 @@ def resolve_runtime(device: str | None = None, dtype: str | None = None, memory_
     CUDA in float16, Apple MPS in float16, else CPU in float32 (half precision is slow or unsupported there)."""
     import torch
 
-    device = device or os.environ.get("BACKDROP_DEVICE") or _best_device(torch)
+    device = device or setting("BACKDROP_DEVICE") or _best_device(torch)
     if device.split(":")[0] not in ("cuda", "mps", "cpu"):
         raise BackdropError(f"{device!r} is unknown; expected cuda, cuda:N, mps or cpu", field="device")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise BackdropError("cuda was asked for but no CUDA GPU is available; use cpu", field="device")
     if device == "mps" and not torch.backends.mps.is_available():
         raise BackdropError("mps was asked for but Apple's Metal backend is not available", field="device")
-    dtype = dtype or os.environ.get("BACKDROP_DTYPE") or ("float32" if device == "cpu" else "float16")
+    dtype = dtype or setting("BACKDROP_DTYPE") or ("float32" if device == "cpu" else "float16")
     if dtype not in DTYPES:
         raise BackdropError(f"{dtype!r} is unknown; expected one of {', '.join(DTYPES)}", field="dtype")
-    memory_mode = memory_mode or os.environ.get("BACKDROP_MEMORY_MODE") or "none"
+    memory_mode = memory_mode or setting("BACKDROP_MEMORY_MODE")
     if memory_mode not in MEMORY_MODES:
         raise BackdropError(
             f"{memory_mode!r} is unknown; expected one of {', '.join(MEMORY_MODES)}", field="memory_mode"
@@ -195,14 +138,14 @@ def _may_have_gpu() -> bool:
 def no_gpu_warning(model_set: str) -> str | None:
     """What to tell a user at start-up when the real models would run on this machine's CPU (None when
     they would not: a GPU, the tiny set, or a device chosen by name)."""
-    if model_set != "sdxl" or os.environ.get("BACKDROP_DEVICE") or gpu_available():
+    if model_set != "sdxl" or setting("BACKDROP_DEVICE") or gpu_available():
         return None
     return f"No GPU found: {_ON_CPU} {_WAYS_ON}"
 
 
 def _refuse_cpu_for_sdxl(spec: ModelSpec, runtime: Runtime, device: str | None) -> None:
     """Stop before any download when the real models would land on a CPU nobody asked for."""
-    if spec.name == "sdxl" and runtime.device == "cpu" and not (device or os.environ.get("BACKDROP_DEVICE")):
+    if spec.name == "sdxl" and runtime.device == "cpu" and not (device or setting("BACKDROP_DEVICE")):
         raise NoGpu(f"no CUDA or Apple MPS GPU was found: {_ON_CPU} {_WAYS_ON}")
 
 

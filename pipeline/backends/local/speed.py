@@ -10,9 +10,10 @@ differences between requests add compiled variants: see ``compile_transformer_bl
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
+
+from pipeline.contract.settings import setting
 
 COMPILE_ENV = "BACKDROP_COMPILE"
 
@@ -28,14 +29,10 @@ class SpeedOptions:
         cuda = device.startswith("cuda")
         # Compiled blocks and offload hooks that move weights in and out mid-forward do not mix.
         # (Offload modes need no VAE slicing: they send samples through one at a time anyway, see local.py.)
-        return cls(channels_last=cuda, fuse_qkv=cuda, compile=cuda and memory_mode == "none" and _flag(COMPILE_ENV))
+        return cls(channels_last=cuda, fuse_qkv=cuda, compile=cuda and memory_mode == "none" and setting(COMPILE_ENV))
 
     def applied(self) -> list[str]:
         return [name for name, on in vars(self).items() if on]
-
-
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def speed_up(pipe: Any, options: SpeedOptions) -> None:

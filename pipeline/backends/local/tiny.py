@@ -8,10 +8,11 @@ always yields the same models.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from pipeline.contract.settings import setting
 
 # Bump when the configs below change: the set lives in a folder of this name, so a stale cache is never reused,
 # and code that still expects an older set (another checkout sharing the cache) keeps finding its own.
@@ -62,8 +63,7 @@ SDXL_SCHEDULER_CONFIG = {
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("BACKDROP_CACHE") or Path.home() / ".cache" / "backdrop"
-    return Path(root)
+    return setting("BACKDROP_CACHE")
 
 
 def ensure_tiny_models(cache_dir: Path | None = None) -> Path:

@@ -1,18 +1,19 @@
-"""``python -m pipeline``: one product photo in, background-replaced images and their settings out."""
+"""What every subcommand of ``python -m pipeline`` shares: one-line usage errors, the request flags, progress
+on stderr, and turning an error into one line and an exit code."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable
 
-from pipeline.contract.errors import BackdropError
 from pipeline.contract.choices import DTYPES, MEMORY_MODES, MODEL_SETS
-from pipeline.contract.request import FIELDS, IMAGE_FIELDS, BgReplaceRequest, check_environment
-from pipeline.contract.result import Progress
+from pipeline.contract.errors import BackdropError
+from pipeline.contract.request import FIELDS, IMAGE_FIELDS
+from pipeline.contract.result import Progress, ProgressCallback
+from pipeline.contract.settings import setting
 
 # Image fields are file paths on the command line; "base64" only shapes hosted/REST replies.
 _CLI_SKIPS = {*IMAGE_FIELDS, "base64"}
@@ -23,17 +24,6 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
-        prog="python -m pipeline",
-        description="Replace the background of a product photo, keeping the product's own pixels. "
-                    "For a whole folder: python -m pipeline batch --help",
-    )
-    parser.add_argument("--image", required=True, help="Product photo (JPEG, PNG, WebP, ...).")
-    add_request_flags(parser, ref_required=True)
-    return parser
 
 
 def add_request_flags(parser: argparse.ArgumentParser, *, ref_required: bool) -> None:
@@ -53,7 +43,7 @@ def add_request_flags(parser: argparse.ArgumentParser, *, ref_required: bool) ->
     parser.add_argument("--backend", choices=("local", "hosted"), default="local",
                         help="local (this machine's GPU or CPU) or hosted (the bg-replace API; key from "
                              "SEGMIND_API_KEY, address from SEGMIND_API_URL). Default: local.")
-    parser.add_argument("--model-set", choices=MODEL_SETS, default=os.environ.get("BACKDROP_MODEL_SET") or "sdxl",
+    parser.add_argument("--model-set", choices=MODEL_SETS, default=setting("BACKDROP_MODEL_SET"),
                         help="sdxl (real models from the hub) or tiny (random tiny models for tests). "
                              "Default: BACKDROP_MODEL_SET or sdxl.")
     parser.add_argument("--device", help="cuda, cuda:N, mps or cpu. Default: the best available.")
@@ -62,6 +52,10 @@ def add_request_flags(parser: argparse.ArgumentParser, *, ref_required: bool) ->
                         help="none (fastest), model (CPU offload per model) or sequential (least VRAM).")
     parser.add_argument("--out", required=True, type=Path, help="Folder for the images and their .json sidecars.")
     parser.add_argument("--quiet", action="store_true", help="No progress on stderr.")
+
+
+def _metavar(kind: str) -> str:
+    return {"int": "N", "float": "X", "choice": "NAME", "str": "TEXT"}.get(kind, "VALUE")
 
 
 def request_values(args: argparse.Namespace) -> dict[str, Any]:
@@ -75,74 +69,32 @@ def request_values(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
-def make_runner(args: argparse.Namespace, say: Any) -> Any:
-    """``run(request, **hooks) -> result`` for the chosen backend; local models are loaded once, up front."""
-    from pipeline.backends import generate
-
-    if args.backend == "hosted":
-        return lambda request, **hooks: generate(request, backend="hosted", on_progress=say, **hooks)
-    from pipeline.backends.local.models import load_models
-
-    models = load_models(args.model_set, device=args.device, dtype=args.dtype, memory_mode=args.memory_mode,
-                         on_progress=lambda message: say(Progress("load", 0.0, message)))
-    return lambda request, **hooks: generate(request, models=models, on_progress=say, **hooks)
-
-
-def _metavar(kind: str) -> str:
-    return {"int": "N", "float": "X", "choice": "NAME", "str": "TEXT"}.get(kind, "VALUE")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        check_environment()  # before the flags' help, which shows the defaults the environment sets
-    except BackdropError as error:
-        print(f"backdrop: error: {error}", file=sys.stderr)
-        return error.exit_code
-    if argv[:1] == ["batch"]:
-        from pipeline.workflows.batch import build_batch_parser, run_batch
-
-        parser, command, argv = build_batch_parser(), run_batch, argv[1:]
-    else:
-        parser, command = build_parser(), _run
-    args = parser.parse_args(argv)
+def run_command(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """``command(args)``'s exit code; a user error is one line and its own code (2, or 1 for a missing GPU),
+    Ctrl-C 130, and a bug one line and 1 unless BACKDROP_DEBUG asks for the trace."""
     try:
         return command(args)
     except BackdropError as error:
-        print(f"backdrop: error: {error}", file=sys.stderr)
-        return error.exit_code
+        return report_error(error)
     except KeyboardInterrupt:
         print("backdrop: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # a bug, not a user mistake: one line unless asked for the trace
-        if os.environ.get("BACKDROP_DEBUG"):
+        if setting("BACKDROP_DEBUG"):
             raise
         print(f"backdrop: internal error: {type(error).__name__}: {error} (BACKDROP_DEBUG=1 shows the trace)",
               file=sys.stderr)
         return 1
 
 
-def _run(args: argparse.Namespace) -> int:
-    from pipeline.workflows.outputs import check_out_folder, save_result
-
-    check_out_folder(args.out)
-    request = BgReplaceRequest.from_dict(request_values(args) | {"image": Path(args.image)})
-    say = progress_printer(quiet=args.quiet)
-    result = make_runner(args, say)(request)
-    paths = save_result(result, args.out, stem=Path(args.image).stem)
-    _finish_progress(args.quiet)
-    for path in paths:
-        print(path)
-    if not args.quiet:
-        seeds = ", ".join(map(str, result.seeds))
-        credits = result.info.get("remaining_credits")
-        extra = f", {credits:g} credits left" if credits is not None else ""
-        print(f"backdrop: {len(paths)} image(s), seed(s) {seeds}, {result.timings['total']:.1f} s{extra}",
-              file=sys.stderr)
-    return 0
+def report_error(error: BackdropError) -> int:
+    print(f"backdrop: error: {error}", file=sys.stderr)
+    return error.exit_code
 
 
-def progress_printer(*, quiet: bool):
+def progress_printer(*, quiet: bool) -> ProgressCallback:
+    """Each stage's progress as a line on stderr; denoising steps redrawn in place on a terminal, else at
+    most one line every 5 seconds."""
     last_stage = {"stage": None, "time": 0.0}
     interactive = sys.stderr.isatty()
 
@@ -160,6 +112,7 @@ def progress_printer(*, quiet: bool):
     return say
 
 
-def _finish_progress(quiet: bool) -> None:
+def finish_progress(quiet: bool) -> None:
+    """End a line redrawn in place, so what follows starts on its own."""
     if not quiet and sys.stderr.isatty():
         print(file=sys.stderr)
