@@ -7,7 +7,7 @@ product's canny edges and its own inpaint mask, so the product stays masked out 
 (and is laid back over the result afterwards, pixel for pixel, like every output).
 
 Blending: tiles overlap by a quarter of their side, and every output pixel is the weighted mean of the tiles
-covering it, with weights that rise smoothly across each overlap and are normalised to sum to one everywhere
+covering it, with weights that ramp linearly across each overlap and are normalised to sum to one everywhere
 (``tile_weights``). MultiDiffusion (Bar-Tal et al. 2023) instead averages the latents of overlapping tiles at
 every denoising step; it was not chosen because it needs every tile's latents in memory at once and a
 denoising loop of its own, replacing the diffusers pipeline call (and the ControlNet, IP-Adapter, inpainting
@@ -104,13 +104,10 @@ def work_size(output_size: tuple[int, int], tile_side: int) -> tuple[int, int]:
 
 
 def _ramp(length: int, start: int, size: int, overlap: int) -> np.ndarray:
-    """A tile's weight along one axis: rising over ``overlap`` px from each side that has a neighbour (a canvas
-    edge has none, so it stays at 1), never quite 0. The rise is a smoothstep, not a line: a tile's outermost
-    pixels are its least trustworthy (the VAE's and the UNet's convolutions see padding there), and a
-    smoothstep gives them a hundredth of the weight a line would."""
+    """A tile's weight along one axis: rising linearly over ``overlap`` px from each side that has a neighbour,
+    never 0 (a canvas edge has none, so it stays at 1)."""
     weight = np.ones(size, np.float32)
-    rise = np.arange(1, overlap + 1, dtype=np.float32) / (overlap + 1)
-    fade = rise * rise * (3 - 2 * rise)
+    fade = np.arange(1, overlap + 1, dtype=np.float32) / (overlap + 1)
     if start > 0:
         weight[:overlap] = np.minimum(weight[:overlap], fade)
     if start + size < length:
