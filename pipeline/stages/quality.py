@@ -74,7 +74,7 @@ def expansion(output: Image.Image, placed_alpha: Image.Image, mask_model: str) -
     # Each piece of new product counts whole if any of it reaches past the grown edge: a taller bottle's
     # new top counts from the old edge, not from the grown one, while a sliver of edge wobble counts not at all.
     new = ((found >= 128) & ~product).astype(np.uint8)
-    count, labels = cv2.connectedComponents(new, connectivity=8)
+    _, labels = cv2.connectedComponents(new, connectivity=8)
     reaching = np.unique(labels[(new > 0) & ~allowed])
     counted = np.isin(labels, reaching[reaching > 0])
     return round(float(counted.sum()) / max(1, int(product.sum())), 4)
