@@ -15,7 +15,9 @@ Rows, each with seconds per image and peak VRAM (``torch.cuda.max_memory_allocat
     Backdrop's own loading): fp16-safe VAE, fused self-attention, channels-last, embeddings once per
     request; the product's own mask is given, so no mask model runs.
   * ``backdrop/model``, ``backdrop/sequential``: Backdrop's path in each offload memory mode.
-for the full and the small canny ControlNet, and 1 and 4 samples. Prints a table and writes JSON.
+for the full and the small canny ControlNet, and 1 and 4 samples. Then the detail pass (``detail``: its seconds
+over the first generation's at 1, 4 and 16 MP outputs, as benchmarks/detail.py measures for the tiny set;
+"pending" without a GPU). Prints tables and writes JSON.
 """
 
 from __future__ import annotations
@@ -240,6 +242,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for index, name in enumerate(args.controlnets):
         for variant, vae, options in steps_up if index == 0 else steps_up[-1:]:
             backdrop_rows(name, variant, vae, options)
+    detail = detail_section(args, device, lambda: assemble(
+        pipeline_of(BackdropInpaintPipeline, components, controlnet="controlnet", vae="vae_fp16_fix",
+                    ip_state=ip_state), spec, runtime, speed=default), size, steps)
     for mode in args.modes:
         for module in components.values():  # offload starts from models in CPU memory
             if isinstance(module, torch.nn.Module):
@@ -257,7 +262,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         backdrop_rows(args.controlnets[0], "+ torch.compile (BACKDROP_COMPILE=1)", "vae_fp16_fix",
                       dataclasses.replace(default, compile=True))
     return {"benchmark": "gpu", "scale": args.scale, "device": device, "dtype": dtype_name, "size": size,
-            "steps": steps, "machine": machine(), "rows": rows, "speedups": speedups(rows)}
+            "steps": steps, "machine": machine(), "rows": rows, "speedups": speedups(rows), "detail": detail}
+
+
+def detail_section(args: argparse.Namespace, device: str, models: Any, size: int, steps: int) -> list[dict[str, Any]]:
+    """The detail pass's cost over the first generation at 1, 4 and 16 MP outputs (benchmarks/detail.py's rows),
+    with Backdrop's defaults on the full ControlNet. On a CPU the rows say pending: SDXL-sized tiles there take
+    hours, and benchmarks/detail.py already measures the tiny set."""
+    from detail import FACTORS, detail_rows
+
+    if not device.startswith("cuda") or not args.detail:
+        return [{"output_mp_sdxl": factor * factor, "output_side": size * factor, "pending": "needs a GPU run"}
+                for factor in FACTORS]
+    return detail_rows(models(), native=size, steps=steps, say=lambda line: print(line, flush=True))
 
 
 def speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -293,6 +310,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="time each row's first call (only to check the script runs: figures then include set-up)")
     parser.add_argument("--no-ablation", dest="ablation", action="store_false",
                         help="skip the rows that add Backdrop's speed-ups one at a time")
+    parser.add_argument("--no-detail", dest="detail", action="store_false",
+                        help="skip the detail pass rows (1, 4 and 16 MP outputs; GPU only)")
     parser.add_argument("--json", type=Path, help="default: benchmarks/results/gpu-<scale>-<device>.json")
     args = parser.parse_args(argv)
 
@@ -305,6 +324,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print()
     print(table(["plain time / Backdrop time", "ControlNet", "samples", "speed-up"],
                 [[s["variant"], s["controlnet"], s["samples"], f"{s['speedup']:.2f}x"] for s in report["speedups"]]))
+    print()
+    print(table(["detail pass: output (SDXL scale)", "tiles", "first generation s", "detail s", "detail / first"],
+                [[f"{r['output_mp_sdxl']} MP ({r['output_side']} px)", r.get("tiles", "-"), r.get("generate_s", "-"),
+                  r.get("detail_s", "-"), f"{r['ratio']:.2f}x" if "ratio" in r else r.get("pending", "-")]
+                 for r in report["detail"]]))
     device = report["device"].split(":")[0]
     write_report(args.json or RESULTS / f"gpu-{args.scale}-{device}.json", report)
     return report

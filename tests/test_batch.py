@@ -194,3 +194,57 @@ def test_masks_are_made_ahead_only_where_generation_leaves_the_cpu_free(monkeypa
     assert _generation_leaves_the_cpu_free(SimpleNamespace(backend="hosted"))
     monkeypatch.setattr(models, "resolve_runtime", lambda *a: SimpleNamespace(device="cuda"))
     assert _generation_leaves_the_cpu_free(local)
+
+
+def test_an_item_over_a_quality_threshold_is_retried_with_the_next_seeds_and_ends_review(u2netp_home, catalogue,
+                                                                                        tmp_path):
+    """A forced failure: no real mask is free of doubt, so --qa-max-mask-uncertainty 0 sends every try to review.
+    Every try is recorded, the item ends 'review' with its best try's images, and a rerun resumes past it."""
+    (catalogue / "broken.png").unlink()
+    for name in ("shoe", "ring", "chair"):
+        (catalogue / f"{name}.jpg").unlink()
+    out = tmp_path / "out"
+    args = [str(catalogue), "--ref", str(ROOT / "assets" / "scene-wood.jpg"), "--prompt", "on a wooden deck",
+            "--model-set", "tiny", *FAST, "--seed", "40", "--qa-max-mask-uncertainty", "0", "--qa-retries", "1",
+            "--out", str(out)]
+    first = batch(*args)
+    assert first.returncode == 0, first.stderr  # to review is not failed
+    assert "1 done, 0 skipped (already done), 0 failed, 1 to review" in first.stderr
+    row = rows(out)["perfume.jpg"]
+    assert row["status"] == "review" and [t["seeds"] for t in row["tries"]] == [[40], [41]]
+    assert all(t["verdicts"] == ["review"] for t in row["tries"]) and sum(t["kept"] for t in row["tries"]) == 1
+    kept = next(t for t in row["tries"] if t["kept"])
+    assert row["seeds"] == kept["seeds"] and row["quality"] == kept["quality"]
+    assert row["quality"][0]["over"] == ["mask_uncertainty"]
+    assert [Path(p).name for p in row["outputs"]] == [f"perfume_{kept['seeds'][0]}.jpg"]
+    assert len(list(out.glob("*.jpg"))) == 1  # only the kept try is written
+    again = batch(*args)
+    assert again.returncode == 0 and "0 done, 1 skipped (already done), 0 failed, 1 to review" in again.stderr
+
+
+def test_the_first_try_that_passes_is_kept_and_retries_stop_there():
+    from pipeline.contract.result import BgReplaceResult
+    from pipeline.workflows.retries import make_with_retries
+
+    verdicts = {7: "review", 8: "ok"}
+    made = []
+
+    def make(request):
+        made.append(request.seed)
+        quality = {"verdict": verdicts.get(request.seed, "review"), "expansion": 0.2, "over": []}
+        return BgReplaceResult(images=(), seeds=(request.seed,), request=request, timings={}, info={"quality": [quality]})
+
+    request = _tiny_request(seed=7)
+    tries = make_with_retries(make, request, retries=3)
+    assert made == [7, 8] and tries.status == "done" and tries.best.seeds == (8,)
+    assert [(t["seeds"], t["kept"]) for t in tries.record] == [([7], False), ([8], True)]
+    none_pass = make_with_retries(make, _tiny_request(seed=20), retries=1)
+    assert none_pass.status == "review" and len(none_pass.record) == 2
+    assert make_with_retries(make, _tiny_request(seed=20), retries=0).record[0]["kept"]
+
+
+def _tiny_request(**fields):
+    from pipeline import BgReplaceRequest
+
+    image = Image.new("RGB", (64, 64), "white")
+    return BgReplaceRequest(image=image, ref_image=image, prompt="a test", **fields)

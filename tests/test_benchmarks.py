@@ -28,6 +28,17 @@ def test_gpu_benchmark_runs_plain_and_backdrop_on_the_same_weights(tmp_path):
     assert all(row["seconds"] > 0 and row["steps"] == 20 and row["samples"] == 1 for row in report["rows"])
     assert len(report["speedups"]) == 4 and all(entry["speedup"] > 0 for entry in report["speedups"])
     assert json.loads(out.read_text())["rows"] == report["rows"]
+    assert [row["output_mp_sdxl"] for row in report["detail"]] == [1, 4, 16]
+    assert all(row["pending"] == "needs a GPU run" for row in report["detail"])  # no GPU here
+
+
+def test_detail_benchmark_reports_the_pass_over_the_first_generation(tmp_path):
+    import detail
+
+    report = detail.main(["--factors", "1", "2", "--json", str(tmp_path / "detail.json")])
+    assert [(row["output_side"], row["tiles"]) for row in report["rows"]] == [(128, 1), (256, 9)]
+    assert all(row["generate_s"] > 0 and row["detail_s"] > 0 and row["ratio"] > 0 for row in report["rows"])
+    assert report["rows"][1]["detail_s"] > report["rows"][0]["detail_s"]
 
 
 # Parameter counts of the published checkpoints (their fp16 safetensors are twice this in bytes).

@@ -84,6 +84,7 @@ def test_a_shadow_axis_changes_only_the_background_around_the_products_base(tiny
 def test_axis_values_are_checked():
     assert parse_axis_values("cn_weight", "0.1, 0.5;0.9") == [0.1, 0.5, 0.9]
     assert parse_axis_values("scheduler", "euler a, ddim") == ["Euler a", "DDIM"]
+    assert parse_axis_values("detail", "0, 0.5,1") == [0.0, 0.5, 1.0]
     with pytest.raises(BackdropError, match="^cn_weight: '2' is out of range"):
         parse_axis_values("cn_weight", "0.5, 2")
     with pytest.raises(BackdropError, match="^axis: 'mask_grow' cannot be swept"):

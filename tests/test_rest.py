@@ -50,6 +50,8 @@ def test_one_sample_comes_back_as_a_jpeg(server):
     assert reply.status_code == 200 and reply.headers["content-type"] == "image/jpeg"
     assert Image.open(io.BytesIO(reply.content)).size == Image.open(PRODUCT).size
     assert reply.headers["x-seeds"] == "3" and float(reply.headers["x-inference-time"]) > 0
+    assert reply.headers["x-quality-verdict"] in ("ok", "review")  # the quality check, measured with u2netp
+    assert float(reply.headers["x-quality-expansion"]) >= 0 and reply.headers["x-quality-upscale"] == "1"
 
 
 def test_base64_true_gives_json_and_data_urls_are_accepted(server):
@@ -65,6 +67,8 @@ def test_several_samples_are_never_dropped(server):
     data = reply.json()
     assert reply.status_code == 200 and data["seeds"] == [10, 11, 12] and len(data["images"]) == 3
     assert reply.headers["x-seeds"] == "10,11,12"
+    assert len(data["quality"]) == 3 and all(quality["expansion"] is not None for quality in data["quality"])
+    assert reply.headers["x-quality-verdict"] == ",".join(quality["verdict"] for quality in data["quality"])
 
 
 @pytest.mark.slow

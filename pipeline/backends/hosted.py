@@ -110,6 +110,9 @@ def generate_hosted(
     reuse: Reuse | None = None,
 ) -> BgReplaceResult:
     """Send ``request`` to the hosted API (one call per sample, seeds seed, seed+1, ...)."""
+    if request.detail > 0:
+        raise BackdropError(f"{request.detail:g} asks for the detail pass, which runs only on the local backend; "
+                            "use detail 0 with the hosted API, or the local backend", field="detail")
     settings = settings or hosted_settings(api_key)
     report = on_progress or (lambda progress: None)
     started = time.perf_counter()

@@ -230,6 +230,17 @@ FIELDS: dict[str, FieldSpec] = {
               help="A mirrored, fading copy of the product below it, for glossy surfaces (0 = none)."),
         _spec("light_match", "float", default=0.0, minimum=0.0, maximum=1.0, hosted=False,
               help="Move the product's white balance and exposure toward the scene's light (0 = untouched)."),
+        _spec("detail", "float", default=0.0, minimum=0.0, maximum=1.0, hosted=False,
+              help="Local only: refine the enlarged background in tiles at the output's full size "
+                   "(0 = off; higher = more new detail, slower)."),
+        _spec("qa_max_expansion", "float", default=0.05, minimum=0.0, maximum=100.0, hosted=False,
+              help="Quality check: most product found outside the input product, as a fraction of its area."),
+        _spec("qa_max_mask_uncertainty", "float", default=0.35, minimum=0.0, maximum=1.0, hosted=False,
+              help="Quality check: most of the product's mask the mask model may be unsure of."),
+        _spec("qa_max_product_change", "float", default=0.1, minimum=0.0, maximum=1.0, hosted=False,
+              help="Quality check: most change to the product's own pixels (light match)."),
+        _spec("qa_max_upscale", "float", default=2.0, minimum=1.0, maximum=100.0, hosted=False,
+              help="Quality check: most enlargement of the product from the photo's pixels."),
     )
 }
 
@@ -284,6 +295,11 @@ class BgReplaceRequest:
     shadow_length: float | None = _default("shadow_length")
     reflection: float = _default("reflection")
     light_match: float = _default("light_match")
+    detail: float = _default("detail")
+    qa_max_expansion: float = _default("qa_max_expansion")
+    qa_max_mask_uncertainty: float = _default("qa_max_mask_uncertainty")
+    qa_max_product_change: float = _default("qa_max_product_change")
+    qa_max_upscale: float = _default("qa_max_upscale")
     # The file name each image came from (``{"image": "bottle.jpg", ...}``), where it came from a file: saved
     # sidecars record it, so a result can be traced back to its photo. Not a request field: never sent.
     sources: dict[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)

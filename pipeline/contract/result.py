@@ -44,12 +44,14 @@ class BgReplaceResult:
             data["sources"] = dict(self.request.sources)
         if index is not None:
             data |= {"index": index, "seed": self.seeds[index]}
+            if len(self.info.get("quality") or ()) > index:  # this image's own quality check, beside the run's
+                data["quality"] = self.info["quality"][index]
         return data
 
 
 @dataclass(frozen=True)
 class Progress:
-    """A progress report: ``stage`` is load, mask, denoise or compose; ``fraction`` is 0..1 of that stage."""
+    """A progress report: ``stage`` is load, mask, denoise, detail or compose; ``fraction`` is 0..1 of that stage."""
 
     stage: str
     fraction: float

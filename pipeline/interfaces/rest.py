@@ -26,6 +26,7 @@ from pipeline.workflows.queue import GenerationQueue, QueueFull
 from pipeline.contract.request import FIELDS, HOSTED_FIELDS, IMAGE_FIELDS, BgReplaceRequest, loads_json
 from pipeline.contract.result import BgReplaceResult
 from pipeline.contract.settings import check_settings, setting
+from pipeline.stages.quality import quality_headers
 
 log = logging.getLogger("backdrop.rest")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")  # a server on these is reachable from this machine only
@@ -193,11 +194,14 @@ def _reply(result: BgReplaceResult, seconds: float, request_id: str) -> Response
                "x-request-id": request_id}
     if result.info.get("product_change"):  # light match changed the product's pixels: by this much, per image
         headers["x-product-change"] = ",".join(f"{change:g}" for change in result.info["product_change"])
+    quality = result.info.get("quality") or []
+    headers |= quality_headers(quality)
     if len(encoded) == 1 and not result.request.base64:
         return Response(encoded[0], media_type=MEDIA_TYPES[image_format], headers=headers)
     images = [base64.b64encode(data).decode("ascii") for data in encoded]
     # Several images never come back as one JPEG with the rest silently dropped: JSON carries them all.
-    return JSONResponse({"image": images[0], "images": images, "seeds": list(result.seeds)}, headers=headers)
+    return JSONResponse({"image": images[0], "images": images, "seeds": list(result.seeds), "quality": quality},
+                        headers=headers)
 
 
 def curl_example(settings: dict[str, Any], url: str, *, hosted: bool) -> str:
@@ -271,7 +275,11 @@ _DOCUMENTED_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "One image (image/jpeg or image/png) when samples is 1 and base64 is false; otherwise "
                          'JSON {"image": <base64 of the first>, "images": [...], "seeds": [...]}. Headers: '
                          "x-seeds, x-inference-time, x-request-id; x-product-change (mean colour change of the "
-                         "product in 8-bit levels, per image) when light_match changed it.",
+                         "product in 8-bit levels, per image) when light_match changed it; and the quality check "
+                         "(README, 'Quality check') per image, comma-separated like x-seeds: x-quality-verdict (ok or "
+                         "review), x-quality-expansion, x-quality-mask-uncertainty, x-quality-product-change, "
+                         "x-quality-upscale (empty where not measured); the JSON reply carries them as "
+                         '"quality", one object per image.',
           "content": {"image/jpeg": {}, "image/png": {}, "application/json": {}}},
     400: {"description": 'A bad field: {"error": "<field>: <what was wrong and what is allowed>", "field": ...}'},
     401: {"description": "BACKDROP_API_KEYS is set and x-api-key is missing or wrong."},

@@ -18,6 +18,7 @@ from pipeline.stages.photo_shadow import PhotoShading, photo_shading, photo_to_o
 from pipeline.stages.edges import subject_canny
 from pipeline.contract.images import to_rgb
 from pipeline.stages.masking import inpaint_mask, refine_alpha, subject_alpha
+from pipeline.stages.quality import THRESHOLD_FIELDS, check_quality, mask_uncertainty
 from pipeline.contract.request import MAX_SEED, BgReplaceRequest
 from pipeline.contract.result import BgReplaceResult, Intermediates
 
@@ -43,6 +44,7 @@ class PreparedInputs:
     alpha_pixels: np.ndarray = field(repr=False, compare=False)
     shading: PhotoShading | None = field(default=None, repr=False, compare=False)  # shadow "original" only
     seconds: dict[str, float] = field(default_factory=dict, compare=False)  # time per preparation step
+    mask_uncertainty: float = 0.0  # of the mask as found, before grow/feather (quality.mask_uncertainty)
 
 
 def resolve_seeds(seed: int, samples: int) -> list[int]:
@@ -65,6 +67,7 @@ def prepare_inputs(request: BgReplaceRequest, native_resolution: int) -> Prepare
     raw_alpha, source = subject_alpha(request.image, mask_model=request.mask_model, user_mask=request.mask)
     lap("mask")
     alpha = refine_alpha(raw_alpha, grow=request.mask_grow, feather=request.mask_feather)
+    uncertainty = mask_uncertainty(raw_alpha)
     product_pixels, alpha_pixels = np.asarray(product), np.asarray(alpha)
     size = generation_size(*product.size, side=request.resolution or native_resolution)
     image_small, alpha_small = resize(product_pixels, size), resize(alpha_pixels, size)
@@ -84,7 +87,7 @@ def prepare_inputs(request: BgReplaceRequest, native_resolution: int) -> Prepare
     return PreparedInputs(product=product, alpha=alpha, mask_source=source, size=size, image=image_small,
                           alpha_small=alpha_small, inpaint_mask=mask, canny=canny, edge=edge,
                           product_pixels=product_pixels, alpha_pixels=alpha_pixels, shading=shading,
-                          seconds=seconds)
+                          seconds=seconds, mask_uncertainty=uncertainty)
 
 
 def starting_image(prepared: PreparedInputs, ref_image: Image.Image) -> Image.Image:
@@ -163,6 +166,9 @@ def finish_result(request: BgReplaceRequest, prepared: PreparedInputs, backgroun
     composed = [compose_grounded(request, prepared, background) for background in backgrounds]
     images = tuple(part.image for part in composed)
     timings["compose"] = time.perf_counter() - stage_start
+    stage_start = time.perf_counter()
+    quality = [check_image_quality(request, prepared, image, info, index) for index, image in enumerate(images)]
+    timings["quality"] = time.perf_counter() - stage_start
     timings["total"] = time.perf_counter() - started
     recorded = {"generation_size": list(prepared.size), "output_size": list(images[0].size),
                 "mask_source": prepared.mask_source}
@@ -170,8 +176,25 @@ def finish_result(request: BgReplaceRequest, prepared: PreparedInputs, backgroun
         recorded["product_change"] = [part.product_change for part in composed]
     return BgReplaceResult(
         images=images, seeds=tuple(seeds), request=request, timings=timings, backend=backend,
-        info=recorded | info,
+        info=recorded | info | {"quality": quality},
         intermediates=Intermediates(subject_alpha=prepared.alpha, inpaint_mask=prepared.inpaint_mask,
                                     canny=prepared.canny, backgrounds=tuple(backgrounds),
                                     grounding=tuple(part.layer for part in composed if part.layer is not None)),
     )
+
+
+def check_image_quality(request: BgReplaceRequest, prepared: PreparedInputs, image: Image.Image,
+                        info: dict[str, Any], index: int) -> dict[str, Any]:
+    """The quality check (stages/quality.py) of the ``index``-th image. The product is compared where it was
+    laid: the input-size alpha, or the generation-size one for ``output_size: generation``. ``upscale`` is the
+    product's enlargement from the photo's pixels (``info["product_scale"]`` where a stage placed it at another
+    scale); ``product_change`` is ``info["product_change"]`` where light matching set it (one figure, or one
+    per image), else 0."""
+    placed = prepared.alpha_small if request.output_size == "generation" else prepared.alpha
+    upscale = info.get("product_scale") or image.width / prepared.product.width
+    change = info.get("product_change") or 0.0
+    if isinstance(change, (list, tuple)):
+        change = change[index]
+    thresholds = {name: getattr(request, name) for name in THRESHOLD_FIELDS.values()}
+    return check_quality(image, placed, mask_model=request.mask_model, thresholds=thresholds,
+                         uncertainty=prepared.mask_uncertainty, upscale=upscale, product_change=change)

@@ -30,6 +30,7 @@ from pipeline.stages.masking import find_product_ahead
 from pipeline.stages.reuse import Reuse
 from pipeline.workflows.manifest import MANIFEST, Manifest, ResultWriter, open_manifest
 from pipeline.workflows.outputs import check_out_folder
+from pipeline.workflows.retries import MAX_RETRIES, make_with_retries
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 MAX_JOBS = 8
@@ -57,6 +58,7 @@ class BatchOptions:
     dtype: str | None = None
     memory_mode: str | None = None
     quiet: bool = False  # no progress on stderr
+    qa_retries: int = 0  # remake an item whose quality check says review, with the next seeds, up to this often
 
     def __post_init__(self) -> None:  # paths given as strings work too
         object.__setattr__(self, "out", Path(self.out))
@@ -113,6 +115,8 @@ def run_batch(options: BatchOptions, runner: Runner | None = None) -> int:
     started = time.perf_counter()
     if not 1 <= options.jobs <= MAX_JOBS:
         raise BackdropError(f"{options.jobs} is out of range; expected 1 to {MAX_JOBS}", field="jobs")
+    if not 0 <= options.qa_retries <= MAX_RETRIES:
+        raise BackdropError(f"{options.qa_retries} is out of range; expected 0 to {MAX_RETRIES}", field="--qa-retries")
     out = options.out
     check_out_folder(out)
     items = plan_items(options)  # every photo found and every value checked before the first image
@@ -129,7 +133,7 @@ def run_batch(options: BatchOptions, runner: Runner | None = None) -> int:
     bar = _ProgressBar(len(todo), skipped, quiet=options.quiet)
     reuse = Reuse()  # the references' and the prompts' embeddings serve every item that shares them
     writer = ResultWriter(manifest, out)
-    work = lambda item: process_item(item, runner, reuse, writer)  # noqa: E731
+    work = lambda item: process_item(item, runner, reuse, writer, options.qa_retries)  # noqa: E731
     jobs = options.jobs if options.backend == "hosted" else 1
     if options.jobs > 1 and options.backend != "hosted" and not options.quiet:
         print("backdrop: --jobs applies to hosted calls; local images run one at a time on the GPU", file=sys.stderr)
@@ -148,13 +152,14 @@ def run_batch(options: BatchOptions, runner: Runner | None = None) -> int:
     bar.finish()
     manifest.compact()  # one line per item again: each made item's "writing" line is superseded by its result
     done = sum(1 for item in items if manifest.is_done(item.key))
+    review = sum(1 for item in items if manifest.is_done(item.key) and manifest.rows[item.key]["status"] == "review")
     failed = len(items) - done
     finished = time.perf_counter()
     made = done - skipped
     per_image = ""
     if made:
         per_image = f" (start-up {loaded - started:.1f} s, then {(finished - loaded) / made:.1f} s per image)"
-    print(f"backdrop: {made} done, {skipped} skipped (already done), {failed} failed, "
+    print(f"backdrop: {made} done, {skipped} skipped (already done), {failed} failed, {review} to review, "
           f"{finished - started:.1f} s{per_image}; manifest: {manifest.path}", file=sys.stderr)
     return 1 if failed else 0
 
@@ -345,18 +350,21 @@ def _key(path: Path) -> str:
     return str(Path(path).resolve())
 
 
-def process_item(item: Item, runner: Runner, reuse: Reuse, writer: ResultWriter) -> dict[str, Any]:
-    """Make one item and write its images; return its manifest row, "done" or "failed" (never raises for
-    the item's own problems: one broken item must not stop a catalogue)."""
+def process_item(item: Item, runner: Runner, reuse: Reuse, writer: ResultWriter, retries: int = 0) -> dict[str, Any]:
+    """Make one item and write its images; return its manifest row, "done", "review" or "failed" (never raises
+    for the item's own problems: one broken item must not stop a catalogue). With ``retries``, an item whose
+    quality check says review is made again with the next seeds (workflows.retries); its best try is written."""
     started = time.perf_counter()
     row: dict[str, Any] = {"input": item.key, "item": item.label, "outputs": [], "request": None, "seeds": [],
                            "error": None, "made_with": item.made_with}
     try:
         request = BgReplaceRequest.from_dict(item.fields | {"image": item.path})
         row["request"] = request.settings()
-        result = runner(request, reuse=reuse)
+        tries = make_with_retries(lambda each: runner(each, reuse=reuse), request, retries)
+        result = tries.best
         row["outputs"] = [str(p) for p in writer.save(item.key, item.relative, result)]
-        row |= {"status": "done", "seeds": list(result.seeds), "timings": result.timings}
+        row |= {"status": tries.status, "seeds": list(result.seeds), "timings": result.timings,
+                "quality": result.info.get("quality", []), "tries": tries.record}
         if "product_change" in result.info:  # light match changed the product's own pixels: by this much
             row["product_change"] = result.info["product_change"]
     except BackdropError as error:
@@ -413,7 +421,7 @@ class _ProgressBar:
     """``[12/50] 24% · 3.1 s/image · ETA 1m58s · 1 failed`` on stderr, redrawn in place on a terminal."""
 
     def __init__(self, total: int, skipped: int, *, quiet: bool) -> None:
-        self.total, self.count, self.failed, self.quiet = total, 0, 0, quiet
+        self.total, self.count, self.failed, self.review, self.quiet = total, 0, 0, 0, quiet
         self.started = time.monotonic()
         self.interactive = sys.stderr.isatty()
         if skipped and not quiet:
@@ -422,12 +430,14 @@ class _ProgressBar:
     def advance(self, row: dict[str, Any]) -> None:
         self.count += 1
         self.failed += row["status"] == "failed"
+        self.review += row["status"] == "review"
         if self.quiet:
             return
         per_image = (time.monotonic() - self.started) / self.count
         eta = per_image * (self.total - self.count)
         line = (f"[{self.count}/{self.total}] {100 * self.count // max(1, self.total)}% · {per_image:.1f} s/image · "
-                f"ETA {int(eta // 60)}m{int(eta % 60):02d}s · {self.failed} failed · {row['item']}")
+                f"ETA {int(eta // 60)}m{int(eta % 60):02d}s · {self.failed} failed · "
+                + (f"{self.review} to review · " if self.review else "") + row["item"])
         if row["status"] == "failed":
             line += f": {row['error']}"
         print(("\r" + line + "\033[K") if self.interactive else line, end="" if self.interactive else "\n",

@@ -20,6 +20,8 @@ from pipeline.workflows.outputs import plan_paths, write_atomically, write_resul
 MANIFEST = "manifest.jsonl"
 
 
+FINISHED = ("done", "review")  # review: made and its best images kept, but its quality check asks for a look
+
 class Manifest:
     """One row per input: the last line written for it wins. Appends are flushed and fsynced."""
 
@@ -44,7 +46,7 @@ class Manifest:
 
     def is_done(self, key: str) -> bool:
         row = self.rows.get(key)
-        return bool(row and row.get("status") == "done" and all(Path(p).exists() for p in row.get("outputs", [])))
+        return bool(row and row.get("status") in FINISHED and all(Path(p).exists() for p in row.get("outputs", [])))
 
     def remove_unfinished_writes(self) -> int:
         """Delete the images of items a killed run was writing (recorded as "writing", never "done"): the
@@ -95,7 +97,7 @@ class ResultWriter:
         """Write the result of the item called ``key`` (its photo's path below the inputs: ``relative``)."""
         with self._lock:
             old = self.manifest.rows.get(key, {})
-            if old.get("status") == "done":  # --redo: the old images go, the new ones take their place
+            if old.get("status") in FINISHED:  # --redo: the old images go, the new ones take their place
                 remove_outputs(old.get("outputs", []))
             folder = self.out / relative.parent
             paths = plan_paths(result, folder, stem=relative.stem)

@@ -159,12 +159,12 @@ class Generator:
         from pipeline.backends.local.backend import generate_backgrounds, result_info
 
         try:
-            backgrounds, seeds = generate_backgrounds(work["request"], work["prepared"], models=self.models,
-                                                      timings=work["timings"], reuse=self.reuse)
+            backgrounds, seeds, detail_info = generate_backgrounds(work["request"], work["prepared"], models=self.models,
+                                                                   timings=work["timings"], reuse=self.reuse)
         except Exception as error:  # noqa: BLE001
             _fail(record, error)
             return None
-        return work | {"backgrounds": backgrounds, "seeds": seeds, "info": result_info(self.models, work["request"])}
+        return work | {"backgrounds": backgrounds, "seeds": seeds, "info": result_info(self.models, work["request"]) | detail_info}
 
 
 def compose_and_write(row: dict[str, Any], plan: Any) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from pipeline.contract.request import FIELDS, BgReplaceRequest
 from pipeline.contract.result import BgReplaceResult, CancelCheck, Progress, ProgressCallback
 
 SWEEP_AXES = ("cn_weight", "ip_adapter_weight", "guidance_scale", "strength", "num_inference_steps", "scheduler",
-              "seed", "prompt", "preset", "shadow", "shadow_opacity", "shadow_angle", "reflection", "light_match")
+              "seed", "prompt", "preset", "shadow", "shadow_opacity", "shadow_angle", "reflection", "light_match", "detail")
 MAX_CELLS = 36
 _CELL_SIDE = 320  # the longest side of a cell in the grid image
 _LABEL_HEIGHT = 40

@@ -46,11 +46,12 @@ def generate_local(
     prepared = reuse.prepare(request, models.spec.native_resolution)
     timings["prepare"] = time.perf_counter() - stage_start
 
-    backgrounds, seeds = generate_backgrounds(request, prepared, models=models, timings=timings, on_progress=report,
-                                              should_cancel=should_cancel, reuse=reuse)
+    backgrounds, seeds, detail_info = generate_backgrounds(request, prepared, models=models, timings=timings,
+                                                           on_progress=report, should_cancel=should_cancel,
+                                                           reuse=reuse)
     report(Progress("compose", 0.0, "Laying the product back over the new background"))
     result = finish_result(request, prepared, backgrounds, seeds, timings=timings, started=started, backend="local",
-                           info=result_info(models, request))
+                           info=result_info(models, request) | detail_info)
     report(Progress("compose", 1.0, "Done"))
     return result
 
@@ -64,15 +65,23 @@ def generate_backgrounds(
     on_progress: ProgressCallback | None = None,
     should_cancel: CancelCheck | None = None,
     reuse: Reuse | None = None,
-) -> tuple[list[Image.Image], list[int]]:
-    """The device's part alone: new backgrounds (generation size) for already prepared inputs, and their
-    seeds. A Ray batch masks and composites on other machines' CPUs around it (workflows.ray_batch)."""
+) -> tuple[list[Image.Image], list[int], dict[str, Any]]:
+    """The device's part alone: new backgrounds for already prepared inputs, their seeds, and what the
+    detail pass records (empty without one). A Ray batch masks and composites on other machines' CPUs
+    around it (workflows.ray_batch)."""
+    report = on_progress or (lambda progress: None)
+    reuse = reuse if reuse is not None else Reuse()
     seeds = resolve_seeds(request.seed, request.samples)
     stage_start = time.perf_counter()
-    backgrounds = _denoise(models, request, prepared, seeds, on_progress or (lambda progress: None), should_cancel,
-                           reuse if reuse is not None else Reuse())
+    backgrounds = _denoise(models, request, prepared, seeds, report, should_cancel, reuse)
     timings["generate"] = time.perf_counter() - stage_start
-    return backgrounds, seeds
+    detail_info: dict[str, Any] = {}
+    if request.detail > 0 and request.output_size == "input":  # at the generation's own size there is no enlargement
+        stage_start = time.perf_counter()
+        backgrounds, detail_info = _refine_details(models, request, prepared, backgrounds, seeds, report,
+                                                   should_cancel, reuse)
+        timings["detail"] = time.perf_counter() - stage_start
+    return backgrounds, seeds, detail_info
 
 
 def result_info(models: LoadedModels, request: BgReplaceRequest) -> dict[str, Any]:
@@ -130,6 +139,56 @@ def _denoise(
                 "try fewer samples, a smaller resolution, or BACKDROP_MEMORY_MODE=model (or sequential)"
             ) from None
     return images
+
+
+def _refine_details(models: LoadedModels, request: BgReplaceRequest, prepared: PreparedInputs,
+                    backgrounds: list[Image.Image], seeds: list[int], report: ProgressCallback,
+                    should_cancel: CancelCheck | None, reuse: Reuse) -> tuple[list[Image.Image], dict[str, Any]]:
+    """The detail pass (detail.py) over each sample's background, tile by tile through the loaded pipeline."""
+    import torch
+
+    from pipeline.backends.local.detail import refine_background, tile_strength
+
+    pipe, strength = models.pipe, tile_strength(request.detail)
+    do_cfg = request.guidance_scale > 1
+    tile_side = models.spec.native_resolution
+
+    def on_step_end(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        if should_cancel is not None and should_cancel():
+            raise GenerationCancelled("generation was cancelled")
+        return tensors
+
+    refined, tiles = [], []
+    with models.lock:
+        pipe.scheduler = make_scheduler(request.scheduler, models.scheduler_config)
+        pipe.set_ip_adapter_scale(request.ip_adapter_weight)
+        for number, (background, seed) in enumerate(zip(backgrounds, seeds)):
+            def run_tile(tile: Any, seed: int = seed) -> Image.Image:
+                # Each tile its own noise, from the sample's seed and the tile's place: the same seed remakes it.
+                generator = torch.Generator("cpu").manual_seed((seed * 1_000_003 + tile.index) % 2**63)
+                return pipe(
+                    **_prompt_embeddings(pipe, request, do_cfg, reuse),
+                    ip_adapter_image_embeds=_reference_embeddings(pipe, request, do_cfg, reuse),
+                    image=tile.image, mask_image=tile.mask, control_image=tile.canny,
+                    width=tile.image.width, height=tile.image.height, strength=strength,
+                    num_inference_steps=request.num_inference_steps, guidance_scale=request.guidance_scale,
+                    controlnet_conditioning_scale=request.cn_weight, num_images_per_prompt=1, generator=generator,
+                    callback_on_step_end=on_step_end, output_type="pil",
+                ).images[0]
+
+            label = f" (image {number + 1}/{len(seeds)})" if len(seeds) > 1 else ""
+            try:
+                image, ran = refine_background(
+                    background, prepared.product_pixels, prepared.alpha_pixels, output_size=prepared.product.size,
+                    tile_side=tile_side, canny=(request.canny_low, request.canny_high), run_tile=run_tile,
+                    report=report, should_cancel=should_cancel, label=label)
+            except torch.OutOfMemoryError:
+                free_device_memory()
+                raise OutOfMemory(f"the GPU ran out of memory in the detail pass ({tile_side} px tiles); try "
+                                  "BACKDROP_MEMORY_MODE=model (or sequential), or detail 0") from None
+            refined.append(image)
+            tiles.append(ran)
+    return refined, {"detail_strength": strength, "detail_tiles": tiles}
 
 
 def denoising_steps_done(calls: int, total_calls: int, steps: int) -> int:

@@ -9,6 +9,7 @@ from pipeline.contract.errors import BackdropError
 from pipeline.interfaces.cli.common import OneLineParser, add_request_flags, request_values
 from pipeline.interfaces.cli.serve import add_ray_flag
 from pipeline.workflows.batch import MAX_JOBS, BatchOptions, run_batch
+from pipeline.workflows.retries import MAX_RETRIES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", metavar="MIN:MAX",
                         help="With --ray: generation actors, one GPU each (CPUs where the cluster has none). "
                              "Default: every GPU in the cluster.")
+    parser.add_argument("--qa-retries", type=int, default=0, metavar="N",
+                        help=f"Make an item whose quality check says review again with the next seeds, up to N "
+                             f"times (0..{MAX_RETRIES}); the best try is kept, and an item still over a --qa-max-* "
+                             "threshold ends 'review'. Default: 0.")
     add_request_flags(parser, ref_required=False)
     return parser
 
@@ -39,7 +44,7 @@ def options_from(args: argparse.Namespace) -> BatchOptions:
     return BatchOptions(out=args.out, inputs=args.inputs, items=args.items, request=request_values(args),
                         preset=args.preset, jobs=args.jobs, redo=args.redo, backend=args.backend,
                         model_set=args.model_set, device=args.device, dtype=args.dtype,
-                        memory_mode=args.memory_mode, quiet=args.quiet)
+                        memory_mode=args.memory_mode, quiet=args.quiet, qa_retries=args.qa_retries)
 
 
 def run(args: argparse.Namespace) -> int:
