@@ -13,6 +13,8 @@ MEMORY_MODES = ("none", "model", "sequential")
 DTYPES = ("float16", "bfloat16", "float32")
 OUTPUT_SIZES = ("input", "generation")
 OUTPUT_FORMATS = ("jpeg", "png")
+# Where the product sits in the canvas's padded box (stages.framing): the centre, a side or a corner.
+PLACEMENTS = ("center", "bottom", "top", "left", "right", "top-left", "top-right", "bottom-left", "bottom-right")
 
 # Product-friendly rembg models. birefnet-general-lite is the default: BiRefNet is trained for sharp
 # object boundaries (not only people or salient blobs), it is MIT-licensed (rembg's own default,

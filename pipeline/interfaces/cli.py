@@ -89,7 +89,7 @@ def make_runner(args: argparse.Namespace, say: Any) -> Any:
 
 
 def _metavar(kind: str) -> str:
-    return {"int": "N", "float": "X", "choice": "NAME", "str": "TEXT"}.get(kind, "VALUE")
+    return {"int": "N", "float": "X", "choice": "NAME", "str": "TEXT", "canvas": "SIZE"}.get(kind, "VALUE")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

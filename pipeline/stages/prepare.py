@@ -1,5 +1,5 @@
-"""What both backends need before generation: seeds, the product's alpha, sizes, inpaint mask and canny
-map; and after it: the product laid back over each new background."""
+"""What both backends need before generation: seeds, the product's alpha, its placement on a canvas, sizes,
+inpaint mask and canny map; and after it: the product laid back over each new background."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from PIL import Image
 
 from pipeline.stages.compose import SoftEdge, composite_product, generation_size, resize, soft_edge
 from pipeline.stages.edges import subject_canny
+from pipeline.stages.framing import Placement, canvas_size, framing_info, place, place_product, product_bounds, \
+    require_product
 from pipeline.contract.images import to_rgb
 from pipeline.stages.masking import inpaint_mask, refine_alpha, subject_alpha
 from pipeline.contract.request import MAX_SEED, BgReplaceRequest
@@ -23,12 +25,14 @@ from pipeline.contract.result import BgReplaceResult, Intermediates
 class PreparedInputs:
     """Everything the generator needs that depends only on the images and masking options.
 
-    ``product_pixels`` and ``alpha_pixels`` are the input-size images as arrays, made once: every
+    ``product_pixels`` and ``alpha_pixels`` are the output-size images as arrays, made once: every
     sample's compositing reads them, and converting a 24 MP image to an array costs ~0.2 s each time.
+    The output size is the photo's own, or the canvas's where the request places the product on one
+    (``placement`` says where; README, "Framing").
     """
 
-    product: Image.Image  # RGB, input size (transparency flattened onto white)
-    alpha: Image.Image  # L, input size, after grow/feather
+    product: Image.Image  # RGB, input or canvas size (transparency flattened onto white)
+    alpha: Image.Image  # L, input or canvas size, after grow/feather
     mask_source: str
     size: tuple[int, int]  # generation (width, height)
     image: Image.Image  # RGB, generation size
@@ -39,6 +43,7 @@ class PreparedInputs:
     product_pixels: np.ndarray = field(repr=False, compare=False)
     alpha_pixels: np.ndarray = field(repr=False, compare=False)
     seconds: dict[str, float] = field(default_factory=dict, compare=False)  # time per preparation step
+    placement: Placement | None = None  # the product's place on the canvas; None: the photo's own framing
 
 
 def resolve_seeds(seed: int, samples: int) -> list[int]:
@@ -60,10 +65,23 @@ def prepare_inputs(request: BgReplaceRequest, native_resolution: int) -> Prepare
     product = to_rgb(request.image)
     raw_alpha, source = subject_alpha(request.image, mask_model=request.mask_model, user_mask=request.mask)
     lap("mask")
+    require_product(raw_alpha, source)
     alpha = refine_alpha(raw_alpha, grow=request.mask_grow, feather=request.mask_feather)
     product_pixels, alpha_pixels = np.asarray(product), np.asarray(alpha)
-    size = generation_size(*product.size, side=request.resolution or native_resolution)
-    image_small, alpha_small = resize(product_pixels, size), resize(alpha_pixels, size)
+    side = request.resolution or native_resolution
+    canvas = canvas_size(request.canvas)
+    placement = None
+    if canvas is None:
+        size = generation_size(*product.size, side=side)
+        image_small, alpha_small = resize(product_pixels, size), resize(alpha_pixels, size)
+    else:
+        placement = place(product.size, product_bounds(alpha_pixels), canvas, request.padding, request.placement)
+        size = generation_size(*canvas, side=side)
+        # Both sizes straight from the photo: the product is resampled once for whichever the output is.
+        small_pixels, small_alpha_pixels = place_product(product_pixels, alpha_pixels, placement.scaled_to(size))
+        image_small, alpha_small = Image.fromarray(small_pixels), Image.fromarray(small_alpha_pixels, mode="L")
+        product_pixels, alpha_pixels = place_product(product_pixels, alpha_pixels, placement)
+        product, alpha = Image.fromarray(product_pixels), Image.fromarray(alpha_pixels, mode="L")
     halo = max(1, round(max(size) / 256))  # ~4 px at 1024: covers the soft edge at generation scale
     mask = inpaint_mask(alpha_small, halo=halo)
     lap("refine_and_resize")
@@ -75,7 +93,8 @@ def prepare_inputs(request: BgReplaceRequest, native_resolution: int) -> Prepare
     lap("soft_edge")
     return PreparedInputs(product=product, alpha=alpha, mask_source=source, size=size, image=image_small,
                           alpha_small=alpha_small, inpaint_mask=mask, canny=canny, edge=edge,
-                          product_pixels=product_pixels, alpha_pixels=alpha_pixels, seconds=seconds)
+                          product_pixels=product_pixels, alpha_pixels=alpha_pixels, seconds=seconds,
+                          placement=placement)
 
 
 def starting_image(prepared: PreparedInputs, ref_image: Image.Image) -> Image.Image:
@@ -112,6 +131,8 @@ def finish_result(request: BgReplaceRequest, prepared: PreparedInputs, backgroun
     timings["total"] = time.perf_counter() - started
     recorded = {"generation_size": list(prepared.size), "output_size": list(images[0].size),
                 "mask_source": prepared.mask_source}
+    if prepared.placement is not None:
+        recorded |= framing_info(prepared.placement, images[0].size)
     return BgReplaceResult(
         images=images, seeds=tuple(seeds), request=request, timings=timings, backend=backend,
         info=recorded | info,
