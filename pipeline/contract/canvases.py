@@ -80,7 +80,7 @@ def canvas_sizes() -> dict[str, tuple[int, int]]:
         try:
             sizes[key] = parse_size(size if isinstance(size, str) else "", field="canvas")
         except BackdropError as error:
-            raise BackdropError(f"{path}: {name!r}: {error.args[0] if error.args else error}",
+            raise BackdropError(f"{path}: {name!r}: {error.detail}",
                                 field="BACKDROP_CANVASES") from None
     return sizes
 

@@ -56,16 +56,10 @@ class Placement:
     def scaled_to(self, size: tuple[int, int]) -> Placement:
         """The same placement on a canvas of ``size`` (the generation size, in the canvas's aspect ratio)."""
         fx, fy = size[0] / self.canvas[0], size[1] / self.canvas[1]
-        left, top = round(self.box[0] * fx), round(self.box[1] * fy)
-        right, bottom = round((self.box[0] + self.box[2]) * fx), round((self.box[1] + self.box[3]) * fy)
-        box = (left, top, max(1, right - left), max(1, bottom - top))
-        padded = _scaled_box(self.padded_box, fx, fy)
+        box = _whole_pixels(self.box[0] * fx, self.box[1] * fy, self.box[2] * fx, self.box[3] * fy)
+        padded = _whole_pixels(self.padded_box[0] * fx, self.padded_box[1] * fy, self.padded_box[2] * fx,
+                               self.padded_box[3] * fy)
         return Placement(size, self.source, box, padded, self.scale * fx, self.cut)
-
-
-def _scaled_box(box: tuple[int, int, int, int], fx: float, fy: float) -> tuple[int, int, int, int]:
-    left, top = round(box[0] * fx), round(box[1] * fy)
-    return left, top, round((box[0] + box[2]) * fx) - left, round((box[1] + box[3]) * fy) - top
 
 
 def require_product(alpha: Image.Image, source: str) -> None:
@@ -99,21 +93,27 @@ def place(photo_size: tuple[int, int], source: tuple[int, int, int, int], canvas
     left, top, right, bottom = source
     cut = (_cut(left, photo_size[0]), _cut(top, photo_size[1]),
            _cut(photo_size[0] - right, photo_size[0]), _cut(photo_size[1] - bottom, photo_size[1]))
-    margin_x, margin_y = round(padding * canvas[0]), round(padding * canvas[1])
-    room_left, room_top = (0 if cut[0] else margin_x), (0 if cut[1] else margin_y)
-    room_right = canvas[0] - (0 if cut[2] else margin_x)
-    room_bottom = canvas[1] - (0 if cut[3] else margin_y)
+    margin_x, margin_y = padding * canvas[0], padding * canvas[1]
+    room_left, room_top = (0.0 if cut[0] else margin_x), (0.0 if cut[1] else margin_y)
+    room_right = canvas[0] - (0.0 if cut[2] else margin_x)
+    room_bottom = canvas[1] - (0.0 if cut[3] else margin_y)
     width, height = right - left, bottom - top
     fit_x, fit_y = (room_right - room_left) / width, (room_bottom - room_top) / height
     spans_x, spans_y = cut[0] and cut[2], cut[1] and cut[3]
     scale = (max(fit_x, fit_y) if spans_x and spans_y else fit_x if spans_x else fit_y if spans_y
              else min(fit_x, fit_y))
-    placed_w, placed_h = max(1, round(width * scale)), max(1, round(height * scale))
     horizontal, vertical = _alignment(placement)
-    x = _align(room_left, room_right, placed_w, horizontal, cut[0], cut[2])
-    y = _align(room_top, room_bottom, placed_h, vertical, cut[1], cut[3])
-    padded = (margin_x, margin_y, canvas[0] - 2 * margin_x, canvas[1] - 2 * margin_y)
-    return Placement(canvas, source, (x, y, placed_w, placed_h), padded, scale, cut)
+    # Edges are worked out in fractions of a pixel and rounded last, so each lands within half a pixel.
+    x = _align(room_left, room_right, width * scale, horizontal, cut[0], cut[2])
+    y = _align(room_top, room_bottom, height * scale, vertical, cut[1], cut[3])
+    box = _whole_pixels(x, y, width * scale, height * scale)
+    padded = _whole_pixels(margin_x, margin_y, canvas[0] - 2 * margin_x, canvas[1] - 2 * margin_y)
+    return Placement(canvas, source, box, padded, scale, cut)
+
+
+def _whole_pixels(x: float, y: float, width: float, height: float) -> tuple[int, int, int, int]:
+    left, top = round(x), round(y)
+    return left, top, max(1, round(x + width) - left), max(1, round(y + height) - top)
 
 
 def _cut(gap: int, side: int) -> bool:
@@ -128,14 +128,14 @@ def _alignment(placement: str) -> tuple[float, float]:
     return horizontal, vertical
 
 
-def _align(start: int, end: int, length: int, fraction: float, cut_start: bool, cut_end: bool) -> int:
+def _align(start: float, end: float, length: float, fraction: float, cut_start: bool, cut_end: bool) -> float:
     if cut_start and not cut_end:
         return start  # the cut side on its canvas edge
     if cut_end and not cut_start:
         return end - length
     if cut_start and cut_end:
         fraction = 0.5
-    return start + round((end - start - length) * fraction)
+    return start + (end - start - length) * fraction
 
 
 def place_product(product: np.ndarray, alpha: np.ndarray, placement: Placement) -> tuple[np.ndarray, np.ndarray]:
@@ -180,6 +180,7 @@ def framing_info(placement: Placement, output_size: tuple[int, int]) -> dict:
 
 
 _CHECKER = 16  # checkerboard square, in preview pixels
+BOX_COLOUR = (230, 40, 120)  # the padded box's outline: a magenta no product photo's backdrop is
 _PREVIEW_SIDE = 512
 
 
@@ -200,10 +201,9 @@ def framing_preview(image: Image.Image, mask: Image.Image | None, mask_model: st
     where = where.scaled_to(_shrunk_to(where.canvas, side))
     rgb, weights = place_product(np.asarray(to_rgb(image)), alpha_pixels, where)
     board = _checkerboard(where.canvas)
-    board.paste(Image.fromarray(rgb), (0, 0), Image.fromarray(weights))
-    draw = ImageDraw.Draw(board)
     left, top, width, height = where.padded_box
-    draw.rectangle((left, top, left + width - 1, top + height - 1), outline=(230, 40, 120), width=2)
+    ImageDraw.Draw(board).rectangle((left, top, left + width - 1, top + height - 1), outline=BOX_COLOUR, width=2)
+    board.paste(Image.fromarray(rgb), (0, 0), Image.fromarray(weights))  # the product over the box's line
     return board
 
 

@@ -409,6 +409,8 @@ def _process(item: Item, runner: Callable[..., Any], reuse: Reuse, writer: _Writ
         result = runner(request, reuse=reuse)
         row["outputs"] = [str(p) for p in writer.save(item, result)]
         row |= {"status": "done", "seeds": list(result.seeds), "timings": result.timings}
+        # Framing: where the product landed, so a catalogue's boxes can be checked from the manifest alone.
+        row |= {key: result.info[key] for key in ("product_box", "scale", "enlarged") if key in result.info}
     except BackdropError as error:
         row |= {"status": "failed", "error": str(error)}
     except Exception as error:  # one broken item must not stop a catalogue
