@@ -386,3 +386,10 @@ def test_placement_is_a_compare_axis(tiny_models, make_request):
     assert bottom[1] + bottom[3] == 540 and top[1] == 60
     assert comparison.reuse_counts["prepare"] == 2  # each placement is its own preparation
     assert parse_axis_values("canvas", "2000x2000, story") == ["2000x2000", "story"]
+
+
+def test_the_readme_lists_every_named_size_as_shipped():
+    readme = (ROOT / "README.md").read_text()
+    for name, canvas in NAMED_CANVASES.items():
+        assert f"| `{name}` | {canvas.width}x{canvas.height} |" in readme
+    assert (ROOT / "docs" / "framing.png").is_file() and "](docs/framing.png)" in readme
