@@ -17,9 +17,9 @@ from PIL import Image, ImageDraw, ImageFont
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "assets")]
 
-from render import running_shoe  # noqa: E402
+from render import running_shoe
 
-from pipeline.stages.framing import framing_preview  # noqa: E402
+from pipeline.stages.framing import framing_preview
 
 CANVASES = (  # canvas, padding, placement: the README's three examples
     ("marketplace-square", 0.075, "center"),

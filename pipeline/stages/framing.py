@@ -15,7 +15,12 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pipeline.contract.canvases import INPUT_CANVAS, canvas_size, canvas_sizes, normalise_canvas, parse_size
+from pipeline.contract.canvases import (
+    canvas_size,
+    canvas_sizes,
+    normalise_canvas,
+    parse_size,
+)
 from pipeline.contract.errors import BackdropError
 from pipeline.contract.images import to_rgb
 from pipeline.stages.masking import refine_alpha, subject_alpha
