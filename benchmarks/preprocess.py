@@ -1,6 +1,7 @@
 """Preprocessing cost on the CPU: decode + EXIF, the mask, canny, the soft edge and the final compositing, per photo size.
 
     python benchmarks/preprocess.py [--sizes 1024x1024 6000x4000] [--repeats 5] [--mask-model u2netp]
+                                    [--canvas 2000x2000]
 
 The photo is the example running shoe, stored as a camera stores a portrait-held shot (JPEG, EXIF
 orientation 6), so decoding includes turning it upright. Each stage goes through the library's own
@@ -11,7 +12,9 @@ the total is the same photo again, as when a photographer reruns with a new prom
 is remembered. A row under the mask's gives the mask network alone (rembg on the photo already shrunk
 to the model's input, the part no code of ours can speed up). The fastest and slowest new-photo totals
 and the share of CPU time the hypervisor took meanwhile (on a shared virtual machine, the usual reason
-one run is slower than another) come last. Prints a table and writes benchmarks/results/preprocess.json.
+one run is slower than another) come last. Each photo is measured again placed on ``--canvas`` (README,
+"Framing"; ``none`` skips it), and the framed total is reported as a ratio to the unframed one. Prints a
+table and writes benchmarks/results/preprocess.json.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def product_photo(width: int, height: int) -> Any:
     return Image.fromarray(np.clip(pixels + noise, 0, 255).astype(np.uint8), mode="RGB")
 
 
-def measure(width: int, height: int, *, repeats: int, mask_model: str) -> dict[str, Any]:
+def measure(width: int, height: int, *, repeats: int, mask_model: str, canvas: str | None = None) -> dict[str, Any]:
     from PIL import Image
     from render import reference_scene
 
@@ -65,11 +68,13 @@ def measure(width: int, height: int, *, repeats: int, mask_model: str) -> dict[s
         photo = load_image(data)
         decoded = time.perf_counter() - started
         assert photo.size == (width, height), photo.size
-        request = BgReplaceRequest(image=photo, ref_image=scene, prompt="shoe on marble", mask_model=mask_model)
+        framing = {"canvas": canvas, "padding": 0.075, "placement": "bottom"} if canvas else {}
+        request = BgReplaceRequest(image=photo, ref_image=scene, prompt="shoe on marble", mask_model=mask_model,
+                                   **framing)
         prepared = prepare_inputs(request, 1024)
         background = resize(scene, prepared.size)
         compose_seconds, output = timed(lambda: compose_output(request, prepared, background), 1)
-        assert output.size == (width, height)
+        assert output.size == (prepared.placement.canvas if canvas else (width, height))
         seconds = {"decode_exif": decoded, **prepared.seconds, "composite": compose_seconds}
         seconds["total"] = time.perf_counter() - started
         return seconds
@@ -89,7 +94,7 @@ def measure(width: int, height: int, *, repeats: int, mask_model: str) -> dict[s
     medians["total, same photo again"] = statistics.median(once(new_photo=False)["total"] for _ in range(repeats))
     totals = [run["total"] for run in runs]
     network_seconds = mask_network_seconds(load_image(data), mask_model, repeats)
-    return {"size": f"{width}x{height}", "jpeg_mib": round(len(data) / 2**20, 2), "seconds": medians,
+    return {"size": f"{width}x{height}" + (f" on {canvas}" if canvas else ""), "jpeg_mib": round(len(data) / 2**20, 2), "seconds": medians,
             "mask_network_seconds": network_seconds,
             "total_fastest_seconds": min(totals), "total_slowest_seconds": max(totals),
             "cpu_stolen_percent": stolen, "mask_model_open_seconds": open_seconds, "rss_before_mib": baseline,
@@ -118,12 +123,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--sizes", nargs="+", default=["1024x1024", "6000x4000"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--mask-model", default="u2netp")
+    parser.add_argument("--canvas", default="2000x2000", help="Also place each photo on this canvas ('none': don't).")
     parser.add_argument("--json", type=Path, default=RESULTS / "preprocess.json")
     args = parser.parse_args(argv)
 
     cases = [measure(*parse_size(size), repeats=args.repeats, mask_model=args.mask_model) for size in args.sizes]
+    canvas = None if args.canvas.lower() == "none" else args.canvas
+    framed = [measure(*parse_size(size), repeats=args.repeats, mask_model=args.mask_model, canvas=canvas)
+              for size in args.sizes] if canvas else []
+    for plain, placed in zip(cases, framed):
+        placed["ratio_to_unframed"] = round(placed["seconds"]["total"] / plain["seconds"]["total"], 3)
     report = {"benchmark": "preprocess", "mask_model": args.mask_model, "repeats": args.repeats,
-              "machine": machine(), "cases": cases}
+              "machine": machine(), "cases": cases, "framed": framed}
+    cases = cases + framed  # the table shows both, side by side
     headers = ["stage (median s)"] + [case["size"] for case in cases]
     stages = (*STAGES, "total", "total, same photo again")
     rows = [[stage] + [case["seconds"][stage] for case in cases] for stage in stages]
@@ -134,6 +146,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows.append(["(shared VM) CPU time the hypervisor took during those runs, %"]
                 + ["n/a" if case["cpu_stolen_percent"] is None else f"{case['cpu_stolen_percent']:.1f}"
                    for case in cases])
+    rows.append(["total, framed / unframed"] + ["" for _ in cases[:len(cases) - len(framed)]]
+                + [f"{case['ratio_to_unframed']:.2f}" for case in framed])
     rows.append(["(once per process) open mask model"] + [case["mask_model_open_seconds"] for case in cases])
     rows.append(["peak memory while preprocessing, MiB above the process's"] + [case["peak_extra_mib"] for case in cases])
     print(table(headers, rows))

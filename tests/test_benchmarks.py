@@ -101,6 +101,9 @@ def test_preprocess_benchmark_times_every_stage(tmp_path, u2netp_home):
         assert case["total_fastest_seconds"] <= seconds["total"] <= case["total_slowest_seconds"]
         assert case["mask_network_seconds"] > 0
         assert case["cpu_stolen_percent"] is None or 0 <= case["cpu_stolen_percent"] <= 100
+    assert [case["size"] for case in report["framed"]] == ["256x256 on 2000x2000", "640x480 on 2000x2000"]
+    for plain, framed in zip(report["cases"], report["framed"]):
+        assert framed["ratio_to_unframed"] == round(framed["seconds"]["total"] / plain["seconds"]["total"], 3)
 
 
 def test_stolen_cpu_time_is_the_steal_share_of_the_ticks_between_two_readings():

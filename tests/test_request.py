@@ -109,6 +109,7 @@ def test_numeric_fields_accept_their_whole_range(images, name):
         if name == "strength":
             value = max(value, 0.04)  # below 1/steps no step is left to run (see the test below)
         fields = {name: value} | ({"canny_low": 0} if name == "canny_high" else {})
+        fields |= {"canvas": "2000x2000"} if name == "padding" else {}  # padding places on a canvas
         assert getattr(build(images, **fields), name) == value
 
 

@@ -17,6 +17,9 @@ OUTPUT_FORMATS = ("jpeg", "png")
 # a contact line, a soft or a hard cast shadow, a detached shadow below a lifted product, or the photo's own.
 SHADOW_MODES = ("none", "contact", "soft", "hard", "floating", "original")
 
+# Where the product sits in the canvas's padded box (stages.framing): the centre, a side or a corner.
+PLACEMENTS = ("center", "bottom", "top", "left", "right", "top-left", "top-right", "bottom-left", "bottom-right")
+
 # Product-friendly rembg models. birefnet-general-lite is the default: BiRefNet is trained for sharp
 # object boundaries (not only people or salient blobs), it is MIT-licensed (rembg's own default,
 # bria-rmbg, is non-commercial) and the lite build is 224 MB and a few seconds on a CPU, where the

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from PIL import Image
 
+from pipeline.contract.canvases import INPUT_CANVAS, allowed_canvases, normalise_canvas
 from pipeline.contract.errors import BackdropError
 from pipeline.contract.images import load_image
 from pipeline.contract.settings import setting
@@ -25,6 +26,7 @@ from pipeline.contract.choices import (
     MASK_MODELS,
     OUTPUT_FORMATS,
     OUTPUT_SIZES,
+    PLACEMENTS,
     SCHEDULER_NAMES,
     SHADOW_MODES,
     canonical_scheduler_name,
@@ -50,7 +52,7 @@ class FieldSpec:
     """One request field: how it is typed, defaulted, bounded and explained."""
 
     name: str
-    kind: str  # "image" | "str" | "int" | "float" | "bool" | "choice"
+    kind: str  # "image" | "str" | "int" | "float" | "bool" | "choice" | "canvas"
     default: Any = None
     required: bool = False
     minimum: float | None = None
@@ -79,6 +81,8 @@ class FieldSpec:
             return "true or false"
         if self.kind == "image":
             return "an image (file, bytes or base64)"
+        if self.kind == "canvas":
+            return allowed_canvases()
         return "text"
 
     def coerce(self, value: Any) -> Any:
@@ -140,6 +144,11 @@ class FieldSpec:
         if match is None:
             raise self._fail(value, "unknown")
         return match
+
+    def _coerce_canvas(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise self._fail(value, f"a {type(value).__name__}, not a size or a name")
+        return normalise_canvas(value)
 
     def _number(self, value: Any) -> int | float:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
@@ -215,6 +224,15 @@ FIELDS: dict[str, FieldSpec] = {
               help="'input': the photo's own resolution; 'generation': the generated size."),
         _spec("output_format", "choice", default="jpeg", choices=OUTPUT_FORMATS, hosted=False,
               help="File format for saved and returned images."),
+        _spec("canvas", "canvas", default=INPUT_CANVAS, hosted=False,
+              help="The output's canvas: 'input' keeps the photo's own size and framing; a size such as 2000x2000 "
+                   "or a named size places the product on it (README, \"Framing\")."),
+        _spec("padding", "float", default=0.0, minimum=0.0, maximum=0.45, hosted=False,
+              help="Empty margin on each side of the canvas, as a fraction of its side (0.075: the product fills "
+                   "85% of the frame). Needs a canvas."),
+        _spec("placement", "choice", default="center", choices=PLACEMENTS, hosted=False,
+              help="Where the product sits in the padded box: center, bottom (standing on the lower margin), a "
+                   "side or a corner. Needs a canvas."),
         _spec("shadow", "choice", default="none", choices=SHADOW_MODES, hosted=False,
               help="The product's shadow on the new background: none, contact (where it meets the ground), "
                    "soft or hard (cast away from the light), floating (lifted), original (the photo's own)."),
@@ -288,6 +306,9 @@ class BgReplaceRequest:
     resolution: int | None = _default("resolution")
     output_size: str = _default("output_size")
     output_format: str = _default("output_format")
+    canvas: str = _default("canvas")
+    padding: float = _default("padding")
+    placement: str = _default("placement")
     shadow: str = _default("shadow")
     shadow_opacity: float | None = _default("shadow_opacity")  # None: the shadow mode's own
     shadow_angle: float = _default("shadow_angle")
@@ -316,6 +337,7 @@ class BgReplaceRequest:
                 field="canny_low",
             )
         self._check_strength_leaves_a_step()
+        self._check_framing_has_a_canvas()
 
     def _check_strength_leaves_a_step(self) -> None:
         """diffusers runs ``int(num_inference_steps * strength)`` steps and raises from deep inside the
@@ -328,6 +350,18 @@ class BgReplaceRequest:
             f"at {self.num_inference_steps} steps use at least {_fmt(least)} (or more steps)",
             field="strength",
         )
+
+    def _check_framing_has_a_canvas(self) -> None:
+        """``padding`` and ``placement`` place the product on a canvas; with ``canvas`` ``input`` there is none,
+        and a value that would be silently ignored is refused instead."""
+        if self.canvas != INPUT_CANVAS:
+            return
+        for name in ("padding", "placement"):
+            if getattr(self, name) != FIELDS[name].default:
+                raise BackdropError(
+                    f"{getattr(self, name)!r} needs a canvas, and canvas is {INPUT_CANVAS!r} (the photo's own "
+                    f"framing); set canvas to a size such as 2000x2000 or a named size, or leave {name} at "
+                    f"{FIELDS[name].default!r}", field=name)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BgReplaceRequest:

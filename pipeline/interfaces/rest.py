@@ -249,7 +249,7 @@ def _device() -> str:
 def _request_body_schema() -> dict[str, Any]:
     """The JSON body as an OpenAPI schema, built from the same field specs that validate it."""
     types = {"int": "integer", "float": "number", "bool": "boolean", "str": "string", "choice": "string",
-             "image": "string"}
+             "image": "string", "canvas": "string"}
     properties = {}
     for name, spec in FIELDS.items():
         schema: dict[str, Any] = {"type": types[spec.kind], "description": spec.help}

@@ -1,5 +1,5 @@
-"""What both backends need before generation: seeds, the product's alpha, sizes, inpaint mask and canny
-map; and after it: the product laid back over each new background."""
+"""What both backends need before generation: seeds, the product's alpha, its placement on a canvas, sizes,
+inpaint mask and canny map; and after it: the product laid back over each new background."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from pipeline.stages.grounding import Grounding, apply_layer, ground_layer, laye
 from pipeline.stages.light_match import match_light
 from pipeline.stages.photo_shadow import PhotoShading, photo_shading, photo_to_output, place_shading
 from pipeline.stages.edges import subject_canny
+from pipeline.stages.framing import Placement, canvas_size, framing_info, place, place_product, product_bounds, \
+    require_product
 from pipeline.contract.images import to_rgb
 from pipeline.stages.masking import inpaint_mask, refine_alpha, subject_alpha
 from pipeline.stages.quality import THRESHOLD_FIELDS, check_quality, mask_uncertainty
@@ -27,12 +29,14 @@ from pipeline.contract.result import BgReplaceResult, Intermediates
 class PreparedInputs:
     """Everything the generator needs that depends only on the images and masking options.
 
-    ``product_pixels`` and ``alpha_pixels`` are the input-size images as arrays, made once: every
+    ``product_pixels`` and ``alpha_pixels`` are the output-size images as arrays, made once: every
     sample's compositing reads them, and converting a 24 MP image to an array costs ~0.2 s each time.
+    The output size is the photo's own, or the canvas's where the request places the product on one
+    (``placement`` says where; README, "Framing").
     """
 
-    product: Image.Image  # RGB, input size (transparency flattened onto white)
-    alpha: Image.Image  # L, input size, after grow/feather
+    product: Image.Image  # RGB, input or canvas size (transparency flattened onto white)
+    alpha: Image.Image  # L, input or canvas size, after grow/feather
     mask_source: str
     size: tuple[int, int]  # generation (width, height)
     image: Image.Image  # RGB, generation size
@@ -45,6 +49,7 @@ class PreparedInputs:
     shading: PhotoShading | None = field(default=None, repr=False, compare=False)  # shadow "original" only
     seconds: dict[str, float] = field(default_factory=dict, compare=False)  # time per preparation step
     mask_uncertainty: float = 0.0  # of the mask as found, before grow/feather (quality.mask_uncertainty)
+    placement: Placement | None = None  # the product's place on the canvas; None: the photo's own framing
 
 
 def resolve_seeds(seed: int, samples: int) -> list[int]:
@@ -66,11 +71,27 @@ def prepare_inputs(request: BgReplaceRequest, native_resolution: int) -> Prepare
     product = to_rgb(request.image)
     raw_alpha, source = subject_alpha(request.image, mask_model=request.mask_model, user_mask=request.mask)
     lap("mask")
+    require_product(raw_alpha, source)
     alpha = refine_alpha(raw_alpha, grow=request.mask_grow, feather=request.mask_feather)
     uncertainty = mask_uncertainty(raw_alpha)
     product_pixels, alpha_pixels = np.asarray(product), np.asarray(alpha)
-    size = generation_size(*product.size, side=request.resolution or native_resolution)
-    image_small, alpha_small = resize(product_pixels, size), resize(alpha_pixels, size)
+    # Before any generation: a photo without a plain backdrop is refused now, not after the GPU's work. Found
+    # on the photo as taken (its backdrop is still there), and carried with the product wherever it is placed.
+    shading = photo_shading(product_pixels, alpha_pixels) if request.shadow == "original" else None
+    side = request.resolution or native_resolution
+    canvas = canvas_size(request.canvas)
+    placement = None
+    if canvas is None:
+        size = generation_size(*product.size, side=side)
+        image_small, alpha_small = resize(product_pixels, size), resize(alpha_pixels, size)
+    else:
+        placement = place(product.size, product_bounds(alpha_pixels), canvas, request.padding, request.placement)
+        size = generation_size(*canvas, side=side)
+        # Both sizes straight from the photo: the product is resampled once for whichever the output is.
+        small_pixels, small_alpha_pixels = place_product(product_pixels, alpha_pixels, placement.scaled_to(size))
+        image_small, alpha_small = Image.fromarray(small_pixels), Image.fromarray(small_alpha_pixels, mode="L")
+        product_pixels, alpha_pixels = place_product(product_pixels, alpha_pixels, placement)
+        product, alpha = Image.fromarray(product_pixels), Image.fromarray(alpha_pixels, mode="L")
     halo = max(1, round(max(size) / 256))  # ~4 px at 1024: covers the soft edge at generation scale
     mask = inpaint_mask(alpha_small, halo=halo)
     lap("refine_and_resize")
@@ -80,14 +101,11 @@ def prepare_inputs(request: BgReplaceRequest, native_resolution: int) -> Prepare
     edge = soft_edge(np.asarray(image_small), np.asarray(alpha_small)) if at_generation_size \
         else soft_edge(product_pixels, alpha_pixels)
     lap("soft_edge")
-    # Before any generation: a photo without a plain backdrop is refused now, not after the GPU's work.
-    shading = photo_shading(product_pixels, alpha_pixels) if request.shadow == "original" else None
-    if shading is not None:
-        lap("photo_shadow")
     return PreparedInputs(product=product, alpha=alpha, mask_source=source, size=size, image=image_small,
                           alpha_small=alpha_small, inpaint_mask=mask, canny=canny, edge=edge,
                           product_pixels=product_pixels, alpha_pixels=alpha_pixels, shading=shading,
-                          seconds=seconds, mask_uncertainty=uncertainty)
+                          seconds=seconds, mask_uncertainty=uncertainty,
+                          placement=placement)
 
 
 def starting_image(prepared: PreparedInputs, ref_image: Image.Image) -> Image.Image:
@@ -154,7 +172,19 @@ def _placed_shading(prepared: PreparedInputs, output_size: tuple[int, int]) -> n
     today a scale from the photo to the output; framing passes the map that places the product instead."""
     if prepared.shading is None:
         return None
-    return place_shading(prepared.shading, photo_to_output(prepared.product.size, output_size), output_size)
+    if prepared.placement is None:
+        return place_shading(prepared.shading, photo_to_output(prepared.product.size, output_size), output_size)
+    return place_shading(prepared.shading, _photo_to_canvas(prepared.placement, output_size), output_size)
+
+
+def _photo_to_canvas(placement: Placement, output_size: tuple[int, int]) -> np.ndarray:
+    """The affine map (2x3) that framing applied to the product: its box in the photo onto its box on the
+    canvas, then the canvas onto the output (the canvas itself, or the generation size)."""
+    left, top, right, bottom = placement.source
+    box_left, box_top, box_width, box_height = placement.box
+    kx, ky = box_width / (right - left), box_height / (bottom - top)
+    fx, fy = output_size[0] / placement.canvas[0], output_size[1] / placement.canvas[1]
+    return np.array([[kx * fx, 0.0, (box_left - left * kx) * fx], [0.0, ky * fy, (box_top - top * ky) * fy]])
 
 
 def finish_result(request: BgReplaceRequest, prepared: PreparedInputs, backgrounds: list[Image.Image],
@@ -174,6 +204,8 @@ def finish_result(request: BgReplaceRequest, prepared: PreparedInputs, backgroun
                 "mask_source": prepared.mask_source}
     if request.light_match > 0:  # the product's own pixels were changed: say by how much, image by image
         recorded["product_change"] = [part.product_change for part in composed]
+    if prepared.placement is not None:
+        recorded |= framing_info(prepared.placement, images[0].size)
     return BgReplaceResult(
         images=images, seeds=tuple(seeds), request=request, timings=timings, backend=backend,
         info=recorded | info | {"quality": quality},

@@ -25,6 +25,7 @@ class Reuse:
     def prepare(self, request: BgReplaceRequest, native_resolution: int) -> PreparedInputs:
         key = (id(request.image), id(request.mask), request.mask_model, request.mask_grow, request.mask_feather,
                request.canny_low, request.canny_high, request.resolution or native_resolution, request.output_size,
+               request.canvas, request.padding, request.placement,
                request.shadow == "original")  # only that mode needs the photo's shading
         if key not in self.prepared:
             self.counts["prepare"] += 1

@@ -367,6 +367,8 @@ def process_item(item: Item, runner: Runner, reuse: Reuse, writer: ResultWriter,
                 "quality": result.info.get("quality", []), "tries": tries.record}
         if "product_change" in result.info:  # light match changed the product's own pixels: by this much
             row["product_change"] = result.info["product_change"]
+        # Framing: where the product landed, so a catalogue's boxes can be checked from the manifest alone.
+        row |= {key: result.info[key] for key in ("product_box", "scale", "enlarged") if key in result.info}
     except BackdropError as error:
         row |= {"status": "failed", "error": str(error)}
     except Exception as error:  # one broken item must not stop a catalogue

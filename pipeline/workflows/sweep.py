@@ -20,7 +20,8 @@ from pipeline.contract.request import FIELDS, BgReplaceRequest
 from pipeline.contract.result import BgReplaceResult, CancelCheck, Progress, ProgressCallback
 
 SWEEP_AXES = ("cn_weight", "ip_adapter_weight", "guidance_scale", "strength", "num_inference_steps", "scheduler",
-              "seed", "prompt", "preset", "shadow", "shadow_opacity", "shadow_angle", "reflection", "light_match", "detail")
+              "seed", "prompt", "preset", "shadow", "shadow_opacity", "shadow_angle", "reflection", "light_match", "detail",
+              "canvas", "padding", "placement")
 MAX_CELLS = 36
 _CELL_SIDE = 320  # the longest side of a cell in the grid image
 _LABEL_HEIGHT = 40
@@ -182,8 +183,11 @@ def grid_image(cells: list[Cell], x_axis: str, x_labels: tuple[str, ...], y_axis
         draw.text((8, _LABEL_HEIGHT * 2 + row * cell_h + cell_h // 2 - 8), label, fill="black", font=font)
     for index, cell in enumerate(cells):
         row, column = divmod(index, len(x_labels))
-        thumb = cell.image.convert("RGB").resize((cell_w, cell_h), Image.Resampling.LANCZOS)
-        grid.paste(thumb, (left + column * cell_w, _LABEL_HEIGHT * 2 + row * cell_h))
+        # Cells of another shape (a canvas axis) are fitted in, never stretched to the first cell's shape.
+        thumb = cell.image.convert("RGB")
+        thumb.thumbnail((cell_w, cell_h), Image.Resampling.LANCZOS)
+        grid.paste(thumb, (left + column * cell_w + (cell_w - thumb.width) // 2,
+                           _LABEL_HEIGHT * 2 + row * cell_h + (cell_h - thumb.height) // 2))
     return grid
 
 

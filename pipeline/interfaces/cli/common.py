@@ -55,7 +55,7 @@ def add_request_flags(parser: argparse.ArgumentParser, *, ref_required: bool) ->
 
 
 def _metavar(kind: str) -> str:
-    return {"int": "N", "float": "X", "choice": "NAME", "str": "TEXT"}.get(kind, "VALUE")
+    return {"int": "N", "float": "X", "choice": "NAME", "str": "TEXT", "canvas": "SIZE"}.get(kind, "VALUE")
 
 
 def request_values(args: argparse.Namespace) -> dict[str, Any]:
