@@ -8,13 +8,13 @@ Standard library only, like ``choices``: the CLI's --help lists the names withou
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.contract.errors import BackdropError
 from pipeline.contract.images import max_pixels
+from pipeline.contract.settings import setting
 
 INPUT_CANVAS = "input"  # the photo's own size and framing: no placement at all
 MIN_CANVAS_SIDE = 64
@@ -53,9 +53,8 @@ NAMED_CANVASES: dict[str, NamedCanvas] = {
 
 
 def user_canvases_file() -> Path:
-    """Where users name their own sizes: BACKDROP_CANVASES, else beside their presets in ~/.config/backdrop.
-    The one place this module reads the environment."""
-    return Path(os.environ.get("BACKDROP_CANVASES") or Path.home() / ".config" / "backdrop" / "canvases.json")
+    """Where users name their own sizes: BACKDROP_CANVASES, else beside their presets in ~/.config/backdrop."""
+    return Path(setting("BACKDROP_CANVASES"))
 
 
 def canvas_sizes() -> dict[str, tuple[int, int]]:

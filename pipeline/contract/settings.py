@@ -130,6 +130,8 @@ SETTINGS: dict[str, Setting] = {
                  "before the third try).", minimum=0, maximum=60),
         # --- everything else ---
         _setting("BACKDROP_PRESETS_DIR", "path", "~/.config/backdrop/presets", "Folder your own presets are saved in."),
+        _setting("BACKDROP_CANVASES", "path", "~/.config/backdrop/canvases.json",
+                 "JSON file of your own named canvas sizes (README, Framing)."),
         _setting("BACKDROP_DEBUG", "flag", "0", "Show the full trace of an internal error in the CLI."),
     )
 }
