@@ -15,9 +15,10 @@ from typing import Any
 from pipeline.interfaces.studio import launch, widgets
 from pipeline.interfaces.studio.handlers import (Studio, api_function, apply_preset, cancel, check_upload,
                                                  compare_mode_fields, copy_as_request, find_product_early,
-                                                 load_settings, save_preset)
+                                                 load_settings, preview_framing, save_preset)
 from pipeline.interfaces.studio.screen import (BACKENDS, COMPARE_INPUTS, COMPARE_MODE_INPUTS, COMPARE_MODES,
-                                               EXAMPLES, LABELS, REQUEST_INPUTS, SETTING_INPUTS)
+                                               EXAMPLES, LABELS, REQUEST_INPUTS, SETTING_INPUTS, SHADOW_KNOBS,
+                                               mode_knobs)
 from pipeline.interfaces.studio.text import scheduler_note
 
 import gradio as gr
@@ -71,7 +72,8 @@ def build_demo(model_set: str | None = None, output_dir: Path | str | None = Non
                                              buttons=["download", "fullscreen"], object_fit="contain", height="auto")
                         slider = gr.ImageSlider(label="Before / after", type="pil", elem_id="slider")
                         with gr.Accordion("Intermediates", open=False):
-                            intermediates = gr.Gallery(label="Subject mask, inpaint mask, canny map", columns=3,
+                            intermediates = gr.Gallery(label="Subject mask, inpaint mask, canny map, shadow layers",
+                                                       columns=3,
                                                        elem_id="intermediates", format="png")
                         summary = gr.Markdown(elem_id="summary")
                     with gr.Tab("Compare", elem_id="compare_tab"):
@@ -123,6 +125,14 @@ def build_demo(model_set: str | None = None, output_dir: Path | str | None = Non
         gr.on([inputs["image"].change, inputs["mask_model"].change], find_product_early,
               [inputs["image"], inputs["mask"], inputs["mask_model"]], None, api_visibility="private",
               show_progress="hidden", trigger_mode="always_last", concurrency_limit=1, concurrency_id="mask")
+        framing = [inputs[name] for name in ("image", "mask", "mask_model", "canvas", "padding", "placement")]
+        gr.on([inputs[name].change for name in ("image", "mask", "mask_model", "canvas", "padding", "placement")],
+              preview_framing,
+              framing, inputs["framing_preview"], api_visibility="private", show_progress="hidden",
+              trigger_mode="always_last", concurrency_limit=1, concurrency_id="mask")
+        # Only the user's own choice of mode moves the knobs to its values (Load settings sets them itself).
+        inputs["shadow"].input(lambda mode: list(mode_knobs(mode).values()), inputs["shadow"],
+                               [inputs[name] for name in SHADOW_KNOBS], api_visibility="private", queue=False)
         copy.click(copy_as_request, [request_target] + setting_components, request_text, api_name="copy_request",
                    queue=False)
     demo.queue(max_size=QUEUE_SIZE)
@@ -175,6 +185,33 @@ def _input_panel(inputs: dict[str, Any], presets: dict[str, Any]) -> None:
             inputs["resolution"] = widgets.generation_size_box()
             inputs["output_size"] = widgets.radio("output_size")
             inputs["output_format"] = widgets.radio("output_format")
+    _finishing_panels(inputs)
+
+
+def _finishing_panels(inputs: dict[str, Any]) -> None:
+    """Framing (with its live preview), shadow and light, detail and the quality check's thresholds."""
+    with gr.Accordion("Framing", open=False):
+        with gr.Row():
+            inputs["canvas"] = widgets.canvas_box()
+            inputs["padding"] = widgets.slider("padding")
+            inputs["placement"] = widgets.dropdown("placement")
+        inputs["framing_preview"] = gr.Image(label=LABELS["framing_preview"], interactive=False, height=280,
+                                             elem_id="framing_preview")
+    with gr.Accordion("Shadow and light", open=False):
+        with gr.Row():
+            inputs["shadow"] = widgets.dropdown("shadow")
+            inputs["shadow_angle"] = widgets.slider("shadow_angle")
+        with gr.Row():
+            for name in SHADOW_KNOBS:  # each starts on the mode's own value; left there, it sends null
+                inputs[name] = widgets.slider(name)
+        with gr.Row():
+            inputs["reflection"] = widgets.slider("reflection")
+            inputs["light_match"] = widgets.slider("light_match")
+    with gr.Accordion("Detail and quality check", open=False):
+        inputs["detail"] = widgets.slider("detail")
+        with gr.Row():
+            for name in ("qa_max_expansion", "qa_max_mask_uncertainty", "qa_max_product_change", "qa_max_upscale"):
+                inputs[name] = widgets.decimal(name)
 
 
 def _compare_panel(axes: tuple[str, ...]) -> dict[str, Any]:

@@ -279,3 +279,65 @@ def test_a_preset_keeps_the_machines_mask_model_and_sets_its_own_fields():
     assert values["mask_model"] == gr.skip()
     assert values["cn_weight"] == 1 and values["scheduler"] == "DPM++ 2M Karras"
     assert values["resolution"] == 0  # the box's "model's own"
+
+
+@pytest.mark.slow
+def test_framing_shadow_and_quality_through_the_studio(client, studio):
+    """The finishing panels' fields reach the request by keyword, and the summary says what they did."""
+    from gradio_client import handle_file
+
+    gallery, _, intermediates, summary = client.predict(
+        image=handle_file(str(ROOT / "assets" / "product-perfume.jpg")),
+        ref_image=handle_file(str(ROOT / "assets" / "scene-jungle.jpg")),
+        prompt="perfume on moss", scheduler="Euler", num_inference_steps=20, seed=5, mask_model="u2netp",
+        resolution=64, canvas="256x320", padding=0.1, placement="bottom", shadow="soft", shadow_opacity=0.45,
+        light_match=1, api_name="/generate",
+    )
+    assert "**Framing** canvas 256x320" in summary and "**Product colours adjusted**" in summary
+    assert "**Quality, image 1**" in summary
+    assert len(intermediates) == 4 and intermediates[3]["caption"] == "shadow and reflection, seed 5"
+    assert len(gallery) == 1
+    saved = max(studio[1].glob("*.json"), key=lambda path: path.stat().st_mtime)
+    request = json.loads(saved.read_text())["request"]
+    # soft's own opacity, left where the mode put it, is sent as "the mode's own" (null), as the CLI would
+    assert request["canvas"] == "256x320" and request["shadow"] == "soft" and request["shadow_opacity"] is None
+    assert request["light_match"] == 1
+
+
+def test_the_framing_preview_shows_a_canvas_and_nothing_without_one(u2netp_home):
+    from pipeline.interfaces.studio.handlers import preview_framing
+
+    photo = str(ROOT / "assets" / "product-shoe.jpg")
+    preview = preview_framing(photo, None, "u2netp", "web-banner", 0.075, "bottom")
+    assert preview is not None and preview.size[0] > preview.size[1]  # the wide canvas's shape
+    assert preview_framing(photo, None, "u2netp", "input", 0.0, "center") is None
+    assert preview_framing(None, None, "u2netp", "2000x2000", 0.0, "center") is None
+
+
+def test_a_canvas_being_typed_warns_once_and_shows_nothing(u2netp_home, monkeypatch):
+    import gradio as gr
+
+    from pipeline.interfaces.studio.handlers import preview_framing
+
+    warned = []
+    monkeypatch.setattr(gr, "Warning", warned.append)
+    assert preview_framing(str(ROOT / "assets" / "product-shoe.jpg"), None, "u2netp", "12x", 0.0, "center") is None
+    assert len(warned) == 1 and warned[0].startswith("Canvas (canvas): '12x'")
+
+
+def test_shadow_knobs_left_at_their_modes_values_are_sent_as_the_modes_own():
+    from pipeline.interfaces.studio.screen import from_screen, mode_knobs, settings_on_screen
+
+    assert mode_knobs("soft") == {"shadow_opacity": 0.45, "shadow_softness": 0.6, "shadow_length": 0.5}
+    sent = from_screen({"shadow": "soft", "shadow_opacity": 0.45, "shadow_softness": 0.2, "shadow_length": 0.5})
+    assert (sent["shadow_opacity"], sent["shadow_softness"], sent["shadow_length"]) == (None, 0.2, None)
+    # and back: a loaded request's nulls show the mode's own values
+    assert settings_on_screen({"shadow": "hard", "shadow_opacity": None, "shadow_length": 1.2}) == ["hard", 0.6, 1.2]
+
+
+def test_a_preset_with_a_shadow_shows_that_modes_knobs():
+    from pipeline.interfaces.studio.handlers import apply_preset
+    from pipeline.interfaces.studio.screen import SETTING_INPUTS
+
+    values = dict(zip(SETTING_INPUTS, apply_preset("perfume-cosmetics", None)))
+    assert values["shadow"] == "soft" and values["shadow_opacity"] == 0.45 and values["reflection"] > 0

@@ -26,7 +26,12 @@ def test_every_setting_widget_takes_its_default_range_and_choices_from_fields():
             assert widget.value == on_screen_value(name, spec.current_default()), name
         if isinstance(widget, gr.Slider):
             assert (widget.minimum, widget.maximum) == (spec.minimum, spec.maximum), name
-        if isinstance(widget, (gr.Dropdown, gr.Radio)):
+        if name == "canvas":  # no fixed list: the photo's own framing, the named sizes, or one typed in
+            from pipeline.contract.canvases import NAMED_CANVASES
+
+            assert [choice[1] for choice in widget.choices] == [spec.default, *NAMED_CANVASES]
+            assert widget.allow_custom_value
+        elif isinstance(widget, (gr.Dropdown, gr.Radio)):
             assert [choice[1] for choice in widget.choices] == list(spec.choices), name
 
 

@@ -31,6 +31,7 @@ from pipeline.interfaces.studio.screen import (
     from_screen,
     on_screen,
     on_screen_value,
+    settings_on_screen,
 )
 from pipeline.interfaces.studio.text import compare_summary, loaded_summary, progress_reporter, run_summary
 from pipeline.interfaces.studio.values import build_request, new_folder, output_stem, overrides
@@ -111,9 +112,13 @@ class Studio:
         paths = save_result(result, self.output_dir, stem=output_stem(values["image"]))  # saved before shown
         gallery = [(str(path), f"seed {seed}") for path, seed in zip(paths, result.seeds)]
         before = built.image.convert("RGB").resize(result.images[0].size)
+        gallery = [(path, f"{caption} · review" if verdict == "review" else caption)
+                   for (path, caption), verdict in zip(gallery, verdicts(result))]
         parts = result.intermediates
         intermediates = [(parts.subject_alpha, "subject mask"), (parts.inpaint_mask, "inpaint mask (white = new)"),
                          (parts.canny, "canny edges")] if parts else []
+        intermediates += [(layer, f"shadow and reflection, seed {seed}")
+                          for layer, seed in zip(parts.grounding if parts else (), result.seeds)]
         return gallery, (before, result.images[0]), intermediates, run_summary(result, paths)
 
     @user_errors("compare", outputs=3)
@@ -234,7 +239,7 @@ def load_settings(file: str | None) -> list[Any]:
     settings = settings_from_metadata(read_metadata(Path(file)))
     values = {name: settings.get(name, FIELDS[name].current_default()) for name in SETTING_INPUTS}
     gr.Info(loaded_summary(Path(file).name, values))
-    return [on_screen_value(name, value) for name, value in values.items()]
+    return settings_on_screen(values)
 
 
 @user_errors("apply the preset")
@@ -243,16 +248,17 @@ def apply_preset(slug: str, ref_image: str | None) -> list[Any]:
     from pipeline.workflows.presets import get_preset
 
     preset = get_preset(slug)
+    shadow = preset.settings.get("shadow", FIELDS["shadow"].default)
     values = []
     for name in SETTING_INPUTS:
         if name in MACHINE_SETTINGS:
             values.append(gr.skip())
         elif name in preset.settings:
-            values.append(on_screen_value(name, preset.settings[name]))
+            values.append(on_screen_value(name, preset.settings[name], shadow))
         elif name in ("prompt", "negative_prompt", "seed"):
             values.append(gr.skip())  # the user's own words and seed stay unless the preset sets them
         else:
-            values.append(on_screen_value(name, FIELDS[name].default))
+            values.append(on_screen_value(name, FIELDS[name].default, shadow))
     reference = ref_image or (str(preset.reference) if preset.reference else None)
     return [*values, reference, preset.description]
 
@@ -276,6 +282,32 @@ def copy_as_request(target: str, *values: Any) -> str:
     hosted = target == BACKENDS[1]
     url = setting("SEGMIND_API_URL") if hosted else f"http://127.0.0.1:{setting('BACKDROP_PORT') or 7860}/v1/bg-replace"
     return curl_example(settings, url, hosted=hosted)
+
+
+def verdicts(result: Any) -> list[str]:
+    """Each image's quality verdict (``ok`` where none was recorded)."""
+    quality = result.info.get("quality") or []
+    return [(quality[index] or {}).get("verdict", "ok") if index < len(quality) else "ok"
+            for index in range(len(result.images))]
+
+
+def preview_framing(image: str | None, mask: str | None, mask_model: str | None, canvas: str, padding: float,
+                    placement: str) -> Any:
+    """The Framing panel's preview: the product on the canvas, the padded box drawn; nothing without a canvas
+    (the photo keeps its own framing). A value being typed that is not valid yet says why, once, quietly."""
+    from pipeline.stages.framing import framing_preview
+
+    if not image or not canvas or canvas.strip().lower() == "input":
+        return None
+    try:
+        fields = BgReplaceRequest.from_dict({"image": Path(image), "ref_image": Path(image), "prompt": "preview",
+                                             "mask": Path(mask) if mask else None, "mask_model": mask_model,
+                                             "canvas": canvas, "padding": padding, "placement": placement})
+        return framing_preview(fields.image, fields.mask, fields.mask_model, fields.canvas, fields.padding,
+                               fields.placement)
+    except BackdropError as error:
+        gr.Warning(on_screen(error))
+        return None
 
 
 def find_product_early(image: str | None, mask: str | None, mask_model: str | None) -> None:

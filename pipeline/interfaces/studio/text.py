@@ -40,8 +40,28 @@ def run_summary(result: Any, paths: list[Path]) -> str:
         rows.append("**Models** " + ", ".join(f"{part}: `{model}`" for part, model in info["models"].items()))
     rows.append(f"**Sizes** generated {'x'.join(map(str, info['generation_size']))}, "
                 f"returned {'x'.join(map(str, info['output_size']))} · mask from {info['mask_source']}")
+    rows += _finishing_rows(info)
     rows.append("**Saved** " + ", ".join(f"`{path}`" for path in paths))
     return "\n\n".join(rows)
+
+
+def _finishing_rows(info: dict[str, Any]) -> list[str]:
+    """What framing, light match and the quality check have to say about the images (Markdown rows)."""
+    from pipeline.stages.framing import enlargement_warning
+    from pipeline.stages.quality import quality_summary
+
+    rows = []
+    if "product_box" in info:
+        rows.append(f"**Framing** canvas {'x'.join(map(str, info.get('canvas_size', info['output_size'])))}, "
+                    f"product at {tuple(info['product_box'])} (left, top, width, height), scale {info['scale']:g}")
+    if warning := enlargement_warning(info):
+        rows.append(f"**Warning** {warning}")
+    if info.get("product_change"):
+        changes = ", ".join(f"{change:g}" for change in info["product_change"])
+        rows.append(f"**Product colours adjusted** by light match: mean change {changes} levels (8-bit)")
+    for index, quality in enumerate(info.get("quality") or []):
+        rows.append(f"**Quality, image {index + 1}** {quality_summary(quality)}")
+    return rows
 
 
 def compare_summary(comparison: Any, cells: int, folder: Path) -> str:

@@ -59,7 +59,7 @@ def image_box(name: str, **layout: Any) -> ImageUpload:
 def slider(name: str) -> gr.Slider:
     """A number field as a slider over its range: whole steps for whole numbers."""
     spec = FIELDS[name]
-    step = 1 if spec.kind == "int" else 0.05
+    step = 1 if spec.kind == "int" or spec.maximum - spec.minimum > 50 else 0.05
     return FieldSlider(spec.minimum, spec.maximum, value=spec.current_default(), step=step, label=LABELS[name],
                        info=spec.help, elem_id=name)
 
@@ -69,6 +69,22 @@ def number(name: str, info: str | None = None) -> gr.Number:
     spec = FIELDS[name]
     return FieldNumber(value=on_screen_value(name, spec.current_default()), precision=0, label=LABELS[name],
                        elem_id=name, info=info or spec.help)
+
+
+def decimal(name: str) -> gr.Number:
+    """A number field as a box, for ranges a slider's steps would not fit (a threshold of 0.05 out of 100)."""
+    spec = FIELDS[name]
+    return FieldNumber(value=spec.current_default(), label=LABELS[name], elem_id=name,
+                       info=f"{spec.help} {spec.minimum:g}..{spec.maximum:g}")
+
+
+def canvas_box() -> gr.Dropdown:
+    """The canvas: the photo's own framing, a named size, or a size typed in (2000x2000)."""
+    from pipeline.contract.canvases import NAMED_CANVASES
+
+    spec = FIELDS["canvas"]
+    return gr.Dropdown([spec.default, *NAMED_CANVASES], value=spec.current_default(), label=LABELS["canvas"],
+                       info="or type WIDTHxHEIGHT", allow_custom_value=True, elem_id="canvas")
 
 
 def dropdown(name: str, **layout: Any) -> gr.Dropdown:
