@@ -11,21 +11,40 @@ import functools
 from pathlib import Path
 from typing import Any
 
-# The studio's package before Gradio: importing it sets Gradio's environment (no telemetry).
-from pipeline.interfaces.studio import launch, widgets
-from pipeline.interfaces.studio.handlers import (Studio, api_function, apply_preset, cancel, check_upload,
-                                                 compare_mode_fields, copy_as_request, find_product_early,
-                                                 load_settings, preview_framing, save_preset)
-from pipeline.interfaces.studio.screen import (BACKENDS, COMPARE_INPUTS, COMPARE_MODE_INPUTS, COMPARE_MODES,
-                                               EXAMPLES, LABELS, REQUEST_INPUTS, SETTING_INPUTS, SHADOW_KNOBS,
-                                               mode_knobs)
-from pipeline.interfaces.studio.text import scheduler_note
-
 import gradio as gr
 
 from pipeline.backends.local.models import default_model_set
 from pipeline.contract.request import FIELDS
 from pipeline.contract.settings import setting
+
+# The studio's package before Gradio: importing it sets Gradio's environment (no telemetry).
+from pipeline.interfaces.studio import launch, widgets
+from pipeline.interfaces.studio.handlers import (
+    Studio,
+    api_function,
+    apply_preset,
+    cancel,
+    check_upload,
+    compare_mode_fields,
+    copy_as_request,
+    find_product_early,
+    load_settings,
+    preview_framing,
+    save_preset,
+)
+from pipeline.interfaces.studio.screen import (
+    BACKENDS,
+    COMPARE_INPUTS,
+    COMPARE_MODE_INPUTS,
+    COMPARE_MODES,
+    EXAMPLES,
+    LABELS,
+    REQUEST_INPUTS,
+    SETTING_INPUTS,
+    SHADOW_KNOBS,
+    mode_knobs,
+)
+from pipeline.interfaces.studio.text import scheduler_note
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 QUEUE_SIZE = 16
@@ -64,27 +83,26 @@ def build_demo(model_set: str | None = None, output_dir: Path | str | None = Non
                         copy = gr.Button("Copy as API request", elem_id="copy_request", scale=0)
                     request_text = gr.Code(label="API request (key left out)", language="shell",
                                            elem_id="request_text")
-            with gr.Column(scale=1):
-                with gr.Tabs():
-                    with gr.Tab("Results"):
-                        # "contain": a 3:2 or tall result is shown whole, not cropped to a square thumbnail.
-                        gallery = gr.Gallery(label="Results", columns=2, elem_id="gallery", format="png",
-                                             buttons=["download", "fullscreen"], object_fit="contain", height="auto")
-                        slider = gr.ImageSlider(label="Before / after", type="pil", elem_id="slider")
-                        with gr.Accordion("Intermediates", open=False):
-                            intermediates = gr.Gallery(label="Subject mask, inpaint mask, canny map, shadow layers",
-                                                       columns=3,
-                                                       elem_id="intermediates", format="png")
-                        summary = gr.Markdown(elem_id="summary")
-                    with gr.Tab("Compare", elem_id="compare_tab"):
-                        compare_inputs = _compare_panel(SWEEP_AXES)
-                        compare_run = gr.Button("Compare", variant="primary", elem_id="compare_run")
-                        # No label badge on the grid: it would cover the axis names drawn in its corner.
-                        grid = gr.Image(label="Grid", show_label=False, type="filepath", elem_id="compare_grid",
-                                        interactive=False)
-                        cells = gr.Gallery(label="Every cell", columns=3, elem_id="compare_cells", format="png",
-                                           buttons=["download", "fullscreen"], object_fit="contain", height="auto")
-                        compare_summary = gr.Markdown(elem_id="compare_summary")
+            with gr.Column(scale=1), gr.Tabs():
+                with gr.Tab("Results"):
+                    # "contain": a 3:2 or tall result is shown whole, not cropped to a square thumbnail.
+                    gallery = gr.Gallery(label="Results", columns=2, elem_id="gallery", format="png",
+                                         buttons=["download", "fullscreen"], object_fit="contain", height="auto")
+                    slider = gr.ImageSlider(label="Before / after", type="pil", elem_id="slider")
+                    with gr.Accordion("Intermediates", open=False):
+                        intermediates = gr.Gallery(label="Subject mask, inpaint mask, canny map, shadow layers",
+                                                   columns=3,
+                                                   elem_id="intermediates", format="png")
+                    summary = gr.Markdown(elem_id="summary")
+                with gr.Tab("Compare", elem_id="compare_tab"):
+                    compare_inputs = _compare_panel(SWEEP_AXES)
+                    compare_run = gr.Button("Compare", variant="primary", elem_id="compare_run")
+                    # No label badge on the grid: it would cover the axis names drawn in its corner.
+                    grid = gr.Image(label="Grid", show_label=False, type="filepath", elem_id="compare_grid",
+                                    interactive=False)
+                    cells = gr.Gallery(label="Every cell", columns=3, elem_id="compare_cells", format="png",
+                                       buttons=["download", "fullscreen"], object_fit="contain", height="auto")
+                    compare_summary = gr.Markdown(elem_id="compare_summary")
 
         gr.Examples([[str(ASSETS / product), str(ASSETS / scene), text] for product, scene, text in EXAMPLES],
                     inputs=[inputs["image"], inputs["ref_image"], inputs["prompt"]], label="Examples")

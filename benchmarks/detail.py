@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     models = load_models(args.model_set, device=args.device)
     native = models.spec.native_resolution
     from render import perfume_bottle, reference_scene
+
     from pipeline import BgReplaceRequest
 
     photo, alpha = perfume_bottle(native, native)  # warm-up: first-call costs belong to no row

@@ -63,8 +63,14 @@ def build_components(scale: str, device: str, dtype: Any, seed: int = 0) -> dict
     """Every model with random weights (seeded), made directly on ``device`` and cast to ``dtype``."""
     import torch
     from diffusers import AutoencoderKL, ControlNetModel, EulerDiscreteScheduler, UNet2DConditionModel
-    from transformers import (CLIPImageProcessor, CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection,
-                              CLIPVisionConfig, CLIPVisionModelWithProjection)
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+    )
 
     from pipeline.backends.local.models import quiet_libraries
     from pipeline.backends.local.tiny import byte_tokenizer
@@ -177,12 +183,12 @@ def backdrop_call(models: Any, data: dict[str, Any], *, samples: int, steps: int
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
+    from diffusers import StableDiffusionXLControlNetInpaintPipeline
 
-    from pipeline.backends.local.diffusion import BackdropInpaintPipeline
     from pipeline.backends.local.backend import free_device_memory
+    from pipeline.backends.local.diffusion import BackdropInpaintPipeline
     from pipeline.backends.local.models import ModelSpec, Runtime, assemble
     from pipeline.backends.local.speed import SpeedOptions
-    from diffusers import StableDiffusionXLControlNetInpaintPipeline
 
     scale = SCALES[args.scale]
     size, steps = args.size or scale["size"], args.steps or scale["steps"]

@@ -18,8 +18,9 @@ import base64
 import contextlib
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from _common import RESULTS, jpeg_bytes, machine, peak_rss_mib, reset_peak_rss, rss_mib, table, write_report
 

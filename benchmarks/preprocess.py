@@ -25,8 +25,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import (RESULTS, cpu_ticks, jpeg_bytes, machine, peak_rss_mib, reset_peak_rss, rss_mib, stolen_percent,
-                     table, timed, write_report)
+from _common import (
+    RESULTS,
+    cpu_ticks,
+    jpeg_bytes,
+    machine,
+    peak_rss_mib,
+    reset_peak_rss,
+    rss_mib,
+    stolen_percent,
+    table,
+    timed,
+    write_report,
+)
 
 STAGES = ("decode_exif", "mask", "refine_and_resize", "canny", "soft_edge", "composite")
 
@@ -53,8 +64,8 @@ def measure(width: int, height: int, *, repeats: int, mask_model: str, canvas: s
     from render import reference_scene
 
     from pipeline import BgReplaceRequest
-    from pipeline.stages.compose import resize
     from pipeline.contract.images import load_image
+    from pipeline.stages.compose import resize
     from pipeline.stages.prepare import compose_output, prepare_inputs
 
     # Stored sideways with orientation 6 ("turn 90 degrees clockwise to view"): upright it is width x height.

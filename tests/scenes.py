@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
 from render import perfume_bottle, reference_scene  # assets/render.py: assets/ is on pytest's pythonpath
 
 __all__ = ["camera_photo", "floating_product", "iou", "perfume_bottle", "product_with_shadow", "reference_scene",

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from servers import studio_page
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -211,9 +210,8 @@ def test_browser_missing_prompt_shows_an_error_and_the_next_run_works(browser, s
 
 @pytest.mark.slow
 def test_browser_hosted_toggle_gets_an_image_and_shows_credits(browser, studio, monkeypatch):
-    from playwright.sync_api import expect
-
     from fake_segmind import FakeSegmind
+    from playwright.sync_api import expect
 
     with FakeSegmind(api_key="ui-key") as service:
         monkeypatch.setenv("SEGMIND_API_URL", service.url)

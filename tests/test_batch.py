@@ -12,9 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from fake_segmind import FakeSegmind
+from PIL import Image
 from scenes import small_asset
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -57,12 +57,16 @@ PUBLISHED_SIZES = {
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(PUBLISHED_SIZES))
 def test_architecture_configs_build_the_published_model_sizes(name):
+    import gpu
     from accelerate import init_empty_weights
     from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
-    from transformers import (CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPVisionConfig,
-                              CLIPVisionModelWithProjection)
-
-    import gpu
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+    )
 
     config = gpu.config(name, "full")
     builders = {

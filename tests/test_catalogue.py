@@ -12,7 +12,6 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from fake_segmind import FakeSegmind
 from scenes import small_asset
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
 from scenes import perfume_bottle, reference_scene
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from servers import running_studio
 
 from pipeline import BackdropError, BgReplaceRequest, generate
 from pipeline.workflows.metadata import read_metadata, settings_from_metadata
 from pipeline.workflows.outputs import save_result
 from pipeline.workflows.presets import BUILTIN_DIR, list_presets, load_preset_file, save_user_preset
 from pipeline.workflows.sweep import parse_axis_values, run_columns, run_grid
-from servers import running_studio
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ["default", "furniture-indoor", "furniture-outdoor", "running-shoes-outdoor", "jewelry", "perfume-cosmetics"]
@@ -103,6 +103,7 @@ def test_columns_of_different_output_sizes_prepare_each_size(tiny_models, make_r
 
 def test_ab_and_local_vs_hosted_columns(tiny_models, make_request):
     from fake_segmind import FakeSegmind
+
     from pipeline.backends.hosted import HostedSettings, generate_hosted
 
     base = make_request(resolution=64)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
+from scenes import perfume_bottle
 
 from pipeline.stages.compose import composite_product, generation_size
-from scenes import perfume_bottle
 
 
 @pytest.mark.parametrize("size", [(900, 600), (600, 1200), (1024, 1024), (6000, 4000), (4000, 6000), (333, 777)])

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
+from scenes import perfume_bottle
 
 from pipeline import BackdropError, GenerationCancelled, generate
 from pipeline.backends.local.detail import MAX_TILES, plan_tiles, tile_strength, tile_weights, work_size
-from scenes import perfume_bottle
 
 
 @pytest.mark.parametrize("size", [(128, 128), (300, 200), (517, 389), (100, 60), (1000, 130)])

@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from scenes import camera_photo
 from servers import studio_page
 

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from scenes import perfume_bottle
 
 from pipeline import SCHEDULER_NAMES, generate
 from pipeline.stages.prepare import resolve_seeds
-from scenes import perfume_bottle
 
 
 def pixels(image) -> np.ndarray:
@@ -135,8 +135,8 @@ def test_second_order_progress_counts_steps_not_unet_calls(tiny_models, make_req
 
 
 def test_sidecars_record_the_source_file_names(tiny_models, make_request, bottle, tmp_path):
-    from pipeline.workflows.outputs import save_result
     from pipeline.contract.request import BgReplaceRequest
+    from pipeline.workflows.outputs import save_result
 
     bottle[0].save(tmp_path / "my-perfume.jpg")
     bottle[1].save(tmp_path / "my-mask.png")

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from fake_segmind import SPEC_FIELDS, FakeSegmind
+from scenes import perfume_bottle
+
 from pipeline import BackdropError, generate
 from pipeline.backends.hosted import HostedAPIError, HostedSettings, hosted_settings
 from pipeline.workflows.outputs import save_result
-from scenes import perfume_bottle
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "test-key"

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from scenes import iou, perfume_bottle
 
 from pipeline import BackdropError
 from pipeline.stages.edges import subject_canny
 from pipeline.stages.masking import inpaint_mask, mask_session, refine_alpha, subject_alpha
-from scenes import iou, perfume_bottle
 
 
 def test_u2netp_finds_the_rendered_bottle(u2netp_home, bottle):

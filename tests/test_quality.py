@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from scenes import perfume_bottle, reference_scene
 
 from pipeline import generate
 from pipeline.stages.quality import check_quality, expansion, mask_uncertainty, quality_headers, quality_summary
-from scenes import perfume_bottle, reference_scene
 
 THRESHOLDS = {"qa_max_expansion": 0.05, "qa_max_mask_uncertainty": 0.35, "qa_max_product_change": 0.1,
               "qa_max_upscale": 2.0}

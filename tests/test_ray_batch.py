@@ -14,7 +14,6 @@ import numpy as np
 import psutil
 import pytest
 from PIL import Image
-
 from scenes import small_asset
 from test_batch import FAST, ROOT, rows
 

@@ -4,18 +4,17 @@ replica, on the shared local Ray runtime, tiny models and the real u2netp. The R
 
 from __future__ import annotations
 
-import io
 import base64
+import io
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 from PIL import Image
-
-from pipeline.contract.errors import BackdropError
-
 from servers import free_port
 from test_readme import KEY, as_written, axios, clone_dir, readme_block, run  # noqa: F401
+
+from pipeline.contract.errors import BackdropError
 
 pytestmark = pytest.mark.slow  # a Ray runtime and its workers: minutes on 2 cores
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-
 from scenes import camera_photo
 from servers import running_studio
 

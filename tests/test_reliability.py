@@ -16,12 +16,11 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scenes import small_asset
+from servers import post_json, running_studio
 
 from pipeline import BackdropError, BgReplaceRequest, OutOfMemory, generate
 from pipeline.contract.images import decode_image_bytes, load_image, max_pixels
-
-from scenes import small_asset
-from servers import post_json, running_studio
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,7 +17,6 @@ from urllib.parse import unquote
 import pytest
 import requests
 from PIL import Image
-
 from scenes import small_asset
 from servers import host_on_127_0_0_2, post_json, running_studio
 
@@ -259,8 +258,8 @@ def test_health_and_openapi_docs(server):
 def test_open_host_without_keys_warns(monkeypatch, caplog):
     from fastapi import FastAPI
 
-    from pipeline.workflows.queue import GenerationQueue
     from pipeline.interfaces.rest import mount_rest
+    from pipeline.workflows.queue import GenerationQueue
 
     monkeypatch.delenv("BACKDROP_API_KEYS", raising=False)
     caplog.set_level(logging.WARNING, logger="backdrop.rest")

@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
+from scenes import perfume_bottle
 
 from pipeline import generate
-from pipeline.stages.compose import SOLID_ALPHA, composite_product
 from pipeline.backends.local.models import LoadedModels, resolve_runtime
-from scenes import perfume_bottle
+from pipeline.stages.compose import SOLID_ALPHA, composite_product
 
 
 def pixels(image) -> np.ndarray:

@@ -252,7 +252,6 @@ def test_the_studio_and_rest_refuse_generate_without_a_gpu_with_the_ways_on(no_g
 
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
-
     from servers import post_json, running_studio
 
     photo = ROOT / "assets" / "product-perfume.jpg"

@@ -7,7 +7,6 @@ key of their own: they used to share one key, "api", so any such caller's cancel
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from scenes import small_asset
 from servers import host_on_127_0_0_2, post_json, running_studio
 
@@ -88,7 +87,6 @@ def test_health_tells_strangers_only_that_the_server_is_up(server, keys):
 @pytest.mark.slow
 def test_browser_asks_for_the_key_then_generates(browser, server, keys):
     from playwright.sync_api import expect
-
     from test_app import fill_inputs
 
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
@@ -152,8 +150,8 @@ def studio_values(**overrides):
 
 def test_visitors_spend_the_servers_hosted_key_only_when_the_operator_lends_it(tmp_path, monkeypatch, u2netp_home):
     import gradio as gr
-
     from fake_segmind import FakeSegmind
+
     from pipeline.interfaces.studio.handlers import Studio
 
     with FakeSegmind(api_key="server-secret") as service:
@@ -237,6 +235,7 @@ def redirector():
 
 def test_the_hosted_key_never_follows_a_redirect_to_another_host(redirector, make_request):
     from fake_segmind import FakeSegmind
+
     from pipeline.backends.hosted import HostedAPIError, HostedSettings, generate_hosted
 
     with FakeSegmind(api_key="sk-hosted-secret") as elsewhere:
@@ -251,6 +250,7 @@ def test_the_hosted_key_never_follows_a_redirect_to_another_host(redirector, mak
 
 def test_a_service_error_quoting_the_key_is_masked_before_it_is_shortened(make_request):
     from fake_segmind import FakeSegmind
+
     from pipeline.backends.hosted import HostedAPIError, HostedSettings, generate_hosted
 
     secret = "sk-live-0123456789abcdef"

@@ -8,7 +8,8 @@ when first used: the local one pulls in torch and diffusers.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pipeline.backends.base import Backend
 from pipeline.contract.choices import BACKENDS

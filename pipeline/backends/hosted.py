@@ -20,11 +20,11 @@ from PIL import Image
 
 from pipeline.contract.errors import BackdropError, GenerationCancelled
 from pipeline.contract.images import decode_image_bytes, encode_image
-from pipeline.stages.prepare import PreparedInputs, finish_result, resolve_seeds
-from pipeline.stages.reuse import Reuse
 from pipeline.contract.request import HOSTED_FIELDS, BgReplaceRequest
 from pipeline.contract.result import BgReplaceResult, CancelCheck, Progress, ProgressCallback
 from pipeline.contract.settings import setting, setting_default
+from pipeline.stages.prepare import PreparedInputs, finish_result, resolve_seeds
+from pipeline.stages.reuse import Reuse
 
 log = logging.getLogger("backdrop.hosted")
 

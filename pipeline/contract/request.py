@@ -10,16 +10,14 @@ import dataclasses
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from PIL import Image
 
 from pipeline.contract.canvases import INPUT_CANVAS, allowed_canvases, normalise_canvas
-from pipeline.contract.errors import BackdropError
-from pipeline.contract.images import load_image
-from pipeline.contract.settings import setting
 from pipeline.contract.choices import (
     DEFAULT_MASK_MODEL,
     DEFAULT_SCHEDULER,
@@ -31,6 +29,9 @@ from pipeline.contract.choices import (
     SHADOW_MODES,
     canonical_scheduler_name,
 )
+from pipeline.contract.errors import BackdropError
+from pipeline.contract.images import load_image
+from pipeline.contract.settings import setting
 
 MAX_PROMPT_CHARS = 2000
 MAX_SEED = 999_999_999_999_999

@@ -18,9 +18,10 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pipeline.contract.choices import DEFAULT_MASK_MODEL, DTYPES, MASK_MODELS, MEMORY_MODES, MODEL_SETS
 from pipeline.contract.errors import BackdropError

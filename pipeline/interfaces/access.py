@@ -16,7 +16,8 @@ import hmac
 import html
 import json
 import secrets
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from pipeline.contract.settings import setting
@@ -150,4 +151,4 @@ input{{width:100%;padding:.5rem;margin:.5rem 0;box-sizing:border-box}}button{{pa
 <form method="post" action="{LOGIN_PATH.lstrip('/')}"><label for="key">Key</label>
 <input id="key" name="key" type="password" autocomplete="current-password" autofocus required>
 <button type="submit" id="enter_key">Open the studio</button></form></body></html>
-""".encode("utf-8")
+""".encode()

@@ -20,13 +20,13 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipeline.contract.errors import BackdropError
-from pipeline.interfaces.fetch import fetch_image_url
 from pipeline.contract.images import encode_image
-from pipeline.workflows.queue import GenerationQueue, QueueFull
 from pipeline.contract.request import FIELDS, HOSTED_FIELDS, IMAGE_FIELDS, BgReplaceRequest, loads_json
 from pipeline.contract.result import BgReplaceResult
 from pipeline.contract.settings import check_settings, setting
+from pipeline.interfaces.fetch import fetch_image_url
 from pipeline.stages.quality import quality_headers
+from pipeline.workflows.queue import GenerationQueue, QueueFull
 
 log = logging.getLogger("backdrop.rest")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")  # a server on these is reachable from this machine only

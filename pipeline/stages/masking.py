@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from pipeline.stages.compose import SOLID_ALPHA
 from pipeline.contract.choices import MASK_MODELS
 from pipeline.contract.errors import BackdropError, ModelLoadError
+from pipeline.stages.compose import SOLID_ALPHA
 
 log = logging.getLogger("backdrop.masking")
 

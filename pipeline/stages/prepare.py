@@ -11,18 +11,25 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pipeline.stages.compose import SoftEdge, composite_product, cover, generation_size, resize, soft_edge
-from pipeline.stages.grounding import Grounding, apply_layer, ground_layer, layer_picture
-from pipeline.stages.light_match import match_light
-from pipeline.stages.photo_shadow import PhotoShading, photo_shading, photo_to_output, place_shading
-from pipeline.stages.edges import subject_canny
-from pipeline.stages.framing import Placement, canvas_size, framing_info, place, place_product, product_bounds, \
-    require_product
 from pipeline.contract.images import to_rgb
-from pipeline.stages.masking import inpaint_mask, refine_alpha, subject_alpha
-from pipeline.stages.quality import THRESHOLD_FIELDS, check_quality, mask_uncertainty
 from pipeline.contract.request import MAX_SEED, BgReplaceRequest
 from pipeline.contract.result import BgReplaceResult, Intermediates
+from pipeline.stages.compose import SoftEdge, composite_product, cover, generation_size, resize, soft_edge
+from pipeline.stages.edges import subject_canny
+from pipeline.stages.framing import (
+    Placement,
+    canvas_size,
+    framing_info,
+    place,
+    place_product,
+    product_bounds,
+    require_product,
+)
+from pipeline.stages.grounding import Grounding, apply_layer, ground_layer, layer_picture
+from pipeline.stages.light_match import match_light
+from pipeline.stages.masking import inpaint_mask, refine_alpha, subject_alpha
+from pipeline.stages.photo_shadow import PhotoShading, photo_shading, photo_to_output, place_shading
+from pipeline.stages.quality import THRESHOLD_FIELDS, check_quality, mask_uncertainty
 
 
 @dataclass(frozen=True)

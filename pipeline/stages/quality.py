@@ -19,7 +19,8 @@ mask), so the figures may be embedded in saved images without breaking byte-iden
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import cv2
 import numpy as np

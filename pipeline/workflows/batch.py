@@ -17,13 +17,15 @@ import hashlib
 import os
 import sys
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
-from pipeline.backends import Runner, runner as backend_runner
+from pipeline.backends import Runner
+from pipeline.backends import runner as backend_runner
 from pipeline.contract.errors import BackdropError
 from pipeline.contract.request import FIELDS, IMAGE_FIELDS, BgReplaceRequest
 from pipeline.stages.masking import find_product_ahead
@@ -376,7 +378,7 @@ def process_item(item: Item, runner: Runner, reuse: Reuse, writer: ResultWriter,
     finally:
         reuse.prepared.clear()  # each photo's mask is its own; keep only what items share
     row |= {"seconds": round(time.perf_counter() - started, 3),
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}
     return row
 
 

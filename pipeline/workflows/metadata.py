@@ -27,7 +27,7 @@ def encode_with_metadata(image: Image.Image, image_format: str, metadata: dict[s
         image.save(buffer, format="PNG", pnginfo=info)
     else:
         to_rgb(image).save(buffer, format="JPEG", quality=quality, subsampling=0,
-                           comment=f"{KEY} {text}".encode("utf-8"))
+                           comment=f"{KEY} {text}".encode())
     return buffer.getvalue()
 
 

@@ -6,12 +6,12 @@ import json
 import os
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from pipeline.contract.errors import BackdropError
-from pipeline.workflows.metadata import encode_with_metadata
 from pipeline.contract.result import BgReplaceResult
+from pipeline.workflows.metadata import encode_with_metadata
 
 EXTENSIONS = {"jpeg": ".jpg", "png": ".png"}
 _umask_lock = threading.Lock()

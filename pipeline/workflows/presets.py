@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.contract.errors import BackdropError
-from pipeline.workflows.outputs import write_atomically
 from pipeline.contract.request import FIELDS, IMAGE_FIELDS
 from pipeline.contract.settings import setting
+from pipeline.workflows.outputs import write_atomically
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: pipeline/workflows/presets.py
 BUILTIN_DIR = ROOT / "presets"

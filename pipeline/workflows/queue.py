@@ -4,8 +4,8 @@ the device, and a full line is refused at once (HTTP 503, Retry-After) instead o
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from pipeline.contract.errors import BackdropError
 from pipeline.contract.settings import setting

@@ -23,10 +23,11 @@ import os
 import pickle
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pipeline.contract.errors import BackdropError
 from pipeline.contract.request import BgReplaceRequest
@@ -84,9 +85,9 @@ def _pool_size(workers: str | None, gpus: int) -> tuple[int, int]:
 def stream_rows(ray: Any, todo: list[Item], manifest: Manifest, options: BatchOptions,
                 pool: tuple[int, int]) -> Iterator[dict[str, Any]]:
     """Each item's manifest row, in the order items finish."""
-    from pipeline.backends.local.models import model_spec
-
     import logging
+
+    from pipeline.backends.local.models import model_spec
 
     gpus = cluster_gpus(ray)
     context = ray.data.DataContext.get_current()
@@ -186,7 +187,7 @@ def compose_and_write(row: dict[str, Any], plan: Any) -> dict[str, Any]:
             _fail(record, error)
     started = record.pop("_t")
     record |= {"seconds": round(time.time() - started, 3),
-               "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+               "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}
     return {"row": json.dumps(record, ensure_ascii=False)}
 
 

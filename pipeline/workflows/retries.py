@@ -3,8 +3,9 @@ up to a number of retries; every try is recorded, and the best one is kept (READ
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from pipeline.contract.request import MAX_SEED, BgReplaceRequest
 from pipeline.contract.result import BgReplaceResult

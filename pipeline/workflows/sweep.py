@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.contract.errors import BackdropError
-from pipeline.stages.prepare import resolve_seeds
-from pipeline.stages.reuse import Reuse
 from pipeline.contract.request import FIELDS, BgReplaceRequest
 from pipeline.contract.result import BgReplaceResult, CancelCheck, Progress, ProgressCallback
+from pipeline.stages.prepare import resolve_seeds
+from pipeline.stages.reuse import Reuse
 
 SWEEP_AXES = ("cn_weight", "ip_adapter_weight", "guidance_scale", "strength", "num_inference_steps", "scheduler",
               "seed", "prompt", "preset", "shadow", "shadow_opacity", "shadow_angle", "reflection", "light_match", "detail",

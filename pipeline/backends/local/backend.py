@@ -8,14 +8,14 @@ from typing import Any
 
 from PIL import Image
 
+from pipeline.backends.local.models import LoadedModels, default_model_set, load_models
+from pipeline.backends.local.schedulers import make_scheduler
 from pipeline.contract.errors import GenerationCancelled, OutOfMemory
 from pipeline.contract.images import to_rgb
-from pipeline.backends.local.models import LoadedModels, default_model_set, load_models
-from pipeline.stages.prepare import PreparedInputs, finish_result, resolve_seeds, starting_image
-from pipeline.stages.reuse import Reuse
 from pipeline.contract.request import BgReplaceRequest
 from pipeline.contract.result import BgReplaceResult, CancelCheck, Progress, ProgressCallback
-from pipeline.backends.local.schedulers import make_scheduler
+from pipeline.stages.prepare import PreparedInputs, finish_result, resolve_seeds, starting_image
+from pipeline.stages.reuse import Reuse
 
 
 def generate_local(

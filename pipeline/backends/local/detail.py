@@ -26,8 +26,8 @@ product (nothing to regenerate) are skipped. Progress is reported per tile; Canc
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from PIL import Image

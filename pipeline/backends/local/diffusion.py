@@ -6,7 +6,6 @@ import torch
 from diffusers import StableDiffusionXLControlNetInpaintPipeline
 from diffusers.pipelines.controlnet.pipeline_controlnet_inpaint_sd_xl import retrieve_latents
 
-
 # SDXL inpainting gives noisier, less sharp results from pure noise (strength exactly 1) than from the start
 # image noised to the first step's level, which is why diffusers defaults its SDXL inpaint pipeline to 0.9999
 # (the model card; diffusers PR 4858, issue 8450). Backdrop keeps the API's strength 1 and runs at this instead.

@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 WEIGHTS = (".safetensors",)  # what diffusers and transformers pick when a repo has them
 POLL_SECONDS = 2.0

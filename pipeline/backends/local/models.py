@@ -10,9 +10,10 @@ import dataclasses
 import os
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pipeline.contract.choices import DTYPES, MEMORY_MODES, MODEL_SETS
 from pipeline.contract.errors import BackdropError, ModelLoadError, NoGpu

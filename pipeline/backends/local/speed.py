@@ -25,7 +25,7 @@ class SpeedOptions:
     compile: bool
 
     @classmethod
-    def for_runtime(cls, device: str, memory_mode: str) -> "SpeedOptions":
+    def for_runtime(cls, device: str, memory_mode: str) -> SpeedOptions:
         cuda = device.startswith("cuda")
         # Compiled blocks and offload hooks that move weights in and out mid-forward do not mix.
         # (Offload modes need no VAE slicing: they send samples through one at a time anyway, see local.py.)

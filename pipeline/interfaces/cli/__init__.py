@@ -5,12 +5,12 @@ below; none holds a workflow of its own."""
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from pipeline.contract.errors import BackdropError
+from pipeline.contract.settings import check_settings
 from pipeline.interfaces.cli import generate
 from pipeline.interfaces.cli.common import report_error, run_command
-from pipeline.contract.settings import check_settings
 
 __all__ = ["main"]
 

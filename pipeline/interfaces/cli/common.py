@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pipeline.contract.choices import DTYPES, MEMORY_MODES, MODEL_SETS
 from pipeline.contract.errors import BackdropError

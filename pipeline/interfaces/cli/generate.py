@@ -8,8 +8,13 @@ from pathlib import Path
 
 from pipeline.backends import runner
 from pipeline.contract.request import BgReplaceRequest
-from pipeline.interfaces.cli.common import (OneLineParser, add_request_flags, finish_progress, progress_printer,
-                                            request_values)
+from pipeline.interfaces.cli.common import (
+    OneLineParser,
+    add_request_flags,
+    finish_progress,
+    progress_printer,
+    request_values,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

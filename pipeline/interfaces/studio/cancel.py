@@ -16,7 +16,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 
 def caller_key(request: Any) -> str | None:

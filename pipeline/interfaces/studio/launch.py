@@ -7,8 +7,9 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pipeline.backends.local.models import default_model_set
 from pipeline.contract.errors import BackdropError

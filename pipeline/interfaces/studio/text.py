@@ -3,8 +3,9 @@ where each stage of a run sits on the progress bar."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pipeline.contract.choices import SECOND_ORDER
 from pipeline.contract.request import FIELDS

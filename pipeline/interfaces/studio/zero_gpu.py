@@ -7,7 +7,8 @@ seconds per image on its H200 slice.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pipeline.contract.choices import SECOND_ORDER
 from pipeline.contract.request import BgReplaceRequest
