@@ -206,7 +206,10 @@ PRODUCTS = {"perfume": perfume_bottle, "shoe": running_shoe, "ring": gold_ring, 
 SCENES = tuple(_SCENES)
 
 
-def main(folder: Path = Path(__file__).resolve().parent) -> None:
+ASSETS = Path(__file__).resolve().parent
+
+
+def main(folder: Path = ASSETS) -> None:
     for name, render in PRODUCTS.items():
         render()[0].save(folder / f"product-{name}.jpg", quality=92)
     for kind in SCENES:

@@ -3,6 +3,7 @@ description, a Markdown table on stdout and a JSON report on disk."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -63,10 +64,8 @@ def _memory_gib() -> float | None:
 
 def reset_peak_rss() -> None:
     """Start the peak-memory count again from now (Linux; elsewhere the peak stays the process's)."""
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def peak_rss_mib() -> float:

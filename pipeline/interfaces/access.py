@@ -123,7 +123,7 @@ def _headers(scope: Scope) -> dict[str, str]:
 
 def _cookies(header: str) -> dict[str, str]:
     pairs = (part.strip().split("=", 1) for part in header.split(";") if "=" in part)
-    return {name: value for name, value in pairs}
+    return dict(pairs)
 
 
 def _same_origin(origin: str, headers: dict[str, str]) -> bool:

@@ -6,6 +6,7 @@ which must not slow down starting the app or validating a request.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -141,10 +142,8 @@ def find_product_ahead(source: Any, mask_model: str) -> None:
 
     if not mask_model_ready(mask_model):
         return
-    try:
+    with contextlib.suppress(BackdropError):  # a bad photo is for Generate to report, with its field
         subject_alpha(load_image(source, field="image"), mask_model=mask_model)
-    except BackdropError:
-        pass
 
 
 def subject_alpha(
