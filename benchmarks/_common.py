@@ -146,3 +146,9 @@ def jpeg_bytes(image: Any, *, orientation: int = 1, quality: int = 92) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=quality, exif=exif)
     return buffer.getvalue()
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """"1024x1024" as (1024, 1024), for the benchmarks' --sizes."""
+    width, _, height = text.lower().partition("x")
+    return int(width), int(height)

@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from _common import RESULTS, machine, table, timed, write_report
+from _common import RESULTS, machine, parse_size, table, timed, write_report
 
 LAYERS: dict[str, dict[str, Any]] = {  # row name -> the request settings it adds
     "compositing alone (shadow none)": {},
@@ -79,11 +79,6 @@ def measure(width: int, height: int, *, repeats: int) -> dict[str, Any]:
     ratios = {name: round(value / seconds[PLAIN], 2) for name, value in seconds.items()}
     return {"size": f"{width}x{height}", "megapixels": round(width * height / 1e6, 1), "seconds": seconds,
             "ratio_to_compositing": ratios}
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    width, _, height = text.lower().partition("x")
-    return int(width), int(height)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

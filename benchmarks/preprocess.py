@@ -30,6 +30,7 @@ from _common import (
     cpu_ticks,
     jpeg_bytes,
     machine,
+    parse_size,
     peak_rss_mib,
     reset_peak_rss,
     rss_mib,
@@ -122,11 +123,6 @@ def mask_network_seconds(photo: Any, mask_model: str, repeats: int) -> float:
     small, session = model_input(photo, mask_model).convert("RGB"), mask_session(mask_model)
     rembg.remove(small, session=session, only_mask=True)
     return timed(lambda: rembg.remove(small, session=session, only_mask=True), repeats)[0]
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    width, _, height = text.lower().partition("x")
-    return int(width), int(height)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
