@@ -242,7 +242,8 @@ def _compare_panel(axes: tuple[str, ...]) -> dict[str, Any]:
         panel["x_axis"] = gr.Dropdown(list(axes), value="cn_weight", label=LABELS["x_axis"], elem_id="x_axis")
         panel["x_values"] = gr.Textbox(value="0.5, 0.7, 0.9", label="X values", elem_id="x_values")
     with gr.Row():
-        panel["y_axis"] = gr.Dropdown(["none", *axes], value="ip_adapter_weight", label=LABELS["y_axis"], elem_id="y_axis")
+        panel["y_axis"] = gr.Dropdown(["none", *axes], value="ip_adapter_weight", label=LABELS["y_axis"],
+                                      elem_id="y_axis")
         panel["y_values"] = gr.Textbox(value="0.3, 0.6", label="Y values", elem_id="y_values")
     with gr.Row():  # shown in A/B mode only (build_demo)
         panel["settings_a"] = gr.Textbox(value='{"cn_weight": 0.9}', label=LABELS["settings_a"],

@@ -93,7 +93,8 @@ def gold_ring(width: int = 800, height: int = 800) -> tuple[Image.Image, Image.I
     inner = (cx - big * 0.25, cy - big * 0.12, cx + big * 0.25, cy + big * 0.12)
     draw.ellipse(outer, fill=255)
     draw.ellipse(inner, fill=0)
-    gem = [(cx, cy - big * 0.34), (cx + big * 0.08, cy - big * 0.24), (cx, cy - big * 0.14), (cx - big * 0.08, cy - big * 0.24)]
+    gem = [(cx, cy - big * 0.34), (cx + big * 0.08, cy - big * 0.24), (cx, cy - big * 0.14),
+           (cx - big * 0.08, cy - big * 0.24)]
     draw.polygon(gem, fill=255)
     draw.rectangle((cx - big * 0.03, cy - big * 0.18, cx + big * 0.03, cy - big * 0.13), fill=255)
 
@@ -172,7 +173,8 @@ def _wood(width: int, height: int, rng: np.random.Generator) -> Image.Image:
     plank = (y // (height / 5)).astype(int)
     offset = rng.random(6)[plank] * 40
     grain = np.sin((y + offset * 3) / 3.0 + _smooth_noise(rng, width, height, 32, 6) * 9) * 0.5 + 0.5
-    tone = np.array([150.0, 95.0, 55.0]) * (0.8 + 0.2 * grain)[..., None] * (0.9 + 0.1 * rng.random(6)[plank])[..., None]
+    tone = (np.array([150.0, 95.0, 55.0]) * (0.8 + 0.2 * grain)[..., None]
+            * (0.9 + 0.1 * rng.random(6)[plank])[..., None])
     seams = (np.mod(y, height / 5) < 2)[..., None]
     return _to_image(np.where(seams, tone * 0.45, tone))
 

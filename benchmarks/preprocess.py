@@ -1,4 +1,5 @@
-"""Preprocessing cost on the CPU: decode + EXIF, the mask, canny, the soft edge and the final compositing, per photo size.
+"""Preprocessing cost on the CPU: decode + EXIF, the mask, canny, the soft edge and the final compositing, \
+per photo size.
 
     python benchmarks/preprocess.py [--sizes 1024x1024 6000x4000] [--repeats 5] [--mask-model u2netp]
                                     [--canvas 2000x2000]
@@ -106,7 +107,8 @@ def measure(width: int, height: int, *, repeats: int, mask_model: str, canvas: s
     medians["total, same photo again"] = statistics.median(once(new_photo=False)["total"] for _ in range(repeats))
     totals = [run["total"] for run in runs]
     network_seconds = mask_network_seconds(load_image(data), mask_model, repeats)
-    return {"size": f"{width}x{height}" + (f" on {canvas}" if canvas else ""), "jpeg_mib": round(len(data) / 2**20, 2), "seconds": medians,
+    return {"size": f"{width}x{height}" + (f" on {canvas}" if canvas else ""), "jpeg_mib": round(len(data) / 2**20, 2),
+            "seconds": medians,
             "mask_network_seconds": network_seconds,
             "total_fastest_seconds": min(totals), "total_slowest_seconds": max(totals),
             "cpu_stolen_percent": stolen, "mask_model_open_seconds": open_seconds, "rss_before_mib": baseline,
@@ -156,7 +158,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows.append(["total, framed / unframed"] + ["" for _ in cases[:len(cases) - len(framed)]]
                 + [f"{case['ratio_to_unframed']:.2f}" for case in framed])
     rows.append(["(once per process) open mask model"] + [case["mask_model_open_seconds"] for case in cases])
-    rows.append(["peak memory while preprocessing, MiB above the process's"] + [case["peak_extra_mib"] for case in cases])
+    rows.append(["peak memory while preprocessing, MiB above the process's"]
+                + [case["peak_extra_mib"] for case in cases])
     print(table(headers, rows))
     write_report(args.json, report)
     return report

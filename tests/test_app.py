@@ -84,7 +84,8 @@ def test_library_errors_reach_the_client_as_their_message(client):
         client.predict(**images, prompt="ring", canny_low=220, canny_high=100, api_name="/generate")
     with pytest.raises(AppError, match=r"Prompt \(prompt\): must not be empty"):
         client.predict(**images, prompt="   ", api_name="/generate")
-    with pytest.raises(AppError, match=r"ControlNet weight \(cn_weight\): 3.0 is out of range; expected a number from 0 to 1"):
+    with pytest.raises(AppError,
+                       match=r"ControlNet weight \(cn_weight\): 3.0 is out of range; expected a number from 0 to 1"):
         client.predict(**images, prompt="ring", cn_weight=3.0, api_name="/generate")
     with pytest.raises(AppError, match=r"Images \(samples\): 2.5 is not a whole number"):
         client.predict(**images, prompt="ring", samples=2.5, api_name="/generate")

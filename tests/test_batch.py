@@ -231,7 +231,8 @@ def test_the_first_try_that_passes_is_kept_and_retries_stop_there():
     def make(request):
         made.append(request.seed)
         quality = {"verdict": verdicts.get(request.seed, "review"), "expansion": 0.2, "over": []}
-        return BgReplaceResult(images=(), seeds=(request.seed,), request=request, timings={}, info={"quality": [quality]})
+        return BgReplaceResult(images=(), seeds=(request.seed,), request=request, timings={},
+                               info={"quality": [quality]})
 
     request = _tiny_request(seed=7)
     tries = make_with_retries(make, request, retries=3)

@@ -47,7 +47,8 @@ def test_a_3x3_sweep_runs_the_masker_and_image_encoder_once(u2netp_home, tiny_mo
 
     mask_calls, encoder_calls = [], []
     real_rembg = pipeline.stages.masking._rembg_alpha
-    monkeypatch.setattr(pipeline.stages.masking, "_rembg_alpha", lambda *a, **k: mask_calls.append(1) or real_rembg(*a, **k))
+    monkeypatch.setattr(pipeline.stages.masking, "_rembg_alpha",
+                        lambda *a, **k: mask_calls.append(1) or real_rembg(*a, **k))
     hook = tiny_models.pipe.image_encoder.register_forward_hook(lambda *args: encoder_calls.append(1))
     try:
         comparison = run_grid(make_request(mask=None, mask_model="u2netp", resolution=64), local(tiny_models),
@@ -113,7 +114,8 @@ def test_ab_and_local_vs_hosted_columns(tiny_models, make_request):
     with FakeSegmind(api_key="k") as service:
         settings = HostedSettings(url=service.url, api_key="k", backoff=0.01)
         both = run_columns(base, {"local": (base, local(tiny_models)),
-                                  "hosted": (base, lambda r, **h: generate_hosted(r, settings=settings, **h))}, "backend")
+                                  "hosted": (base, lambda r, **h: generate_hosted(r, settings=settings, **h))},
+                           "backend")
     assert [cell.result.backend for cell in both.cells] == ["local", "hosted"]
     assert both.cells[0].result.seeds == both.cells[1].result.seeds
 

@@ -19,7 +19,8 @@ def test_tiles_cover_the_canvas_and_their_weights_sum_to_one_everywhere(size):
     covered = np.zeros(size[::-1], int)
     for tile, weight in zip(tiles, weights):
         assert tile.width % 8 == 0 and tile.height % 8 == 0 and tile.width <= 128 and tile.height <= 128
-        assert tile.left >= 0 and tile.top >= 0 and tile.left + tile.width <= size[0] and tile.top + tile.height <= size[1]
+        assert (tile.left >= 0 and tile.top >= 0 and tile.left + tile.width <= size[0]
+                and tile.top + tile.height <= size[1])
         assert weight.shape == (tile.height, tile.width) and (weight > 0).all()
         total[tile.top:tile.top + tile.height, tile.left:tile.left + tile.width] += weight
         covered[tile.top:tile.top + tile.height, tile.left:tile.left + tile.width] += 1
@@ -89,7 +90,8 @@ def test_no_seam_shows_on_a_smooth_background(tiny_models, make_request, small_b
     background = np.asarray(prepared.alpha) == 0
     steps = np.abs(np.diff(pixels, axis=1)).mean(axis=2)  # between column c and c + 1
     usable = background[:, 1:] & background[:, :-1]
-    borders = sorted({edge for tile in plan_tiles(refined.size, 128) for edge in (tile.left - 1, tile.left + tile.width - 1)
+    borders = sorted({edge for tile in plan_tiles(refined.size, 128)
+                      for edge in (tile.left - 1, tile.left + tile.width - 1)
                       if 0 <= edge < refined.width - 1})
     inside = (np.arange(refined.width - 1) + 1) % 8 == 0
     inside[borders] = False

@@ -68,7 +68,8 @@ def watch_step_counts(page) -> None:
     page.evaluate("""() => {
         window.stepCounts = [];
         new MutationObserver(() => {
-            for (const m of document.body.innerText.matchAll(/Step (\\d+)\\/(\\d+)/g)) window.stepCounts.push([+m[1], +m[2]]);
+            for (const m of document.body.innerText.matchAll(/Step (\\d+)\\/(\\d+)/g)) \
+window.stepCounts.push([+m[1], +m[2]]);
         }).observe(document.body, {subtree: true, childList: true, characterData: true});
     }""")
 

@@ -215,4 +215,5 @@ def test_shadows_and_light_match_are_applied_locally_to_the_hosted_background(se
     assert len(grounded.intermediates.grounding) == 1 and not plain.intermediates.grounding
     assert grounded.info["product_change"][0] > 0 and "product_change" not in plain.info
     sidecar = json.loads(save_result(grounded, tmp_path)[0].with_suffix(".json").read_text())
-    assert sidecar["request"]["shadow"] == "soft" and sidecar["info"]["product_change"] == grounded.info["product_change"]
+    assert (sidecar["request"]["shadow"] == "soft"
+            and sidecar["info"]["product_change"] == grounded.info["product_change"])

@@ -93,7 +93,8 @@ def test_pixel_limit_is_configurable(monkeypatch, photo):
 
 
 def test_bad_base64_and_urls_are_explained():
-    with pytest.raises(BackdropError, match=r"^image: not valid base64 image data \(to read a file, pass a pathlib.Path\)"):
+    with pytest.raises(BackdropError,
+                       match=r"^image: not valid base64 image data \(to read a file, pass a pathlib.Path\)"):
         load_image("photo.jpg")
     with pytest.raises(BackdropError, match="^image: image URLs are not accepted here"):
         load_image("https://example.com/a.jpg")

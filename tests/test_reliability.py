@@ -252,7 +252,8 @@ def test_a_model_that_cannot_load_is_named_and_the_studio_stays_up(u2netp_home, 
     with running_studio(tmp_path / "out", model_set="sdxl") as url:
         client = Client(f"{url}/", verbose=False)
         for _ in range(2):  # a second attempt gets the same clear answer: nothing broke
-            with pytest.raises(AppError, match="could not load the ControlNet .*missing-controlnet.*BACKDROP_CONTROLNET"):
+            with pytest.raises(AppError,
+                               match="could not load the ControlNet .*missing-controlnet.*BACKDROP_CONTROLNET"):
                 client.predict(image=handle_file(str(PRODUCT)),
                                ref_image=handle_file(str(SCENE)), prompt="ring", mask_model="u2netp",
                                api_name="/generate")

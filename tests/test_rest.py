@@ -31,7 +31,8 @@ def b64(path: Path) -> str:
 
 
 def body(**overrides):
-    return {"image": b64(PRODUCT), "ref_image": b64(SCENE), "prompt": "gold ring on marble", "seed": 3} | FAST | overrides
+    return ({"image": b64(PRODUCT), "ref_image": b64(SCENE), "prompt": "gold ring on marble", "seed": 3}
+            | FAST | overrides)
 
 
 @pytest.fixture(scope="module")

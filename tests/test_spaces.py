@@ -54,7 +54,8 @@ PROBE = textwrap.dedent("""
     image = Image.new("RGB", (128, 128))
     request = BgReplaceRequest(image=image, ref_image=image, prompt="x", num_inference_steps=40, samples=2)
     print("built", type(demo).__name__, getattr(zero_gpu._generate_in_gpu_worker, "wrapped_by", "plain"))
-    print("seconds", zero_gpu._gpu_seconds(request), zero_gpu._gpu_seconds(request.replace(scheduler="Euler", samples=1)),
+    print("seconds", zero_gpu._gpu_seconds(request), \
+zero_gpu._gpu_seconds(request.replace(scheduler="Euler", samples=1)),
           zero_gpu._gpu_seconds(request.replace(scheduler="Euler", samples=1, guidance_scale=1, resolution=512)))
     if {generate}:
         stages = []

@@ -159,7 +159,8 @@ def test_visitors_spend_the_servers_hosted_key_only_when_the_operator_lends_it(t
         monkeypatch.setenv("SEGMIND_API_KEY", "server-secret")
         monkeypatch.delenv("BACKDROP_STUDIO_SERVER_KEY", raising=False)
         studio = Studio("tiny", tmp_path)
-        with pytest.raises(gr.Error, match=r"Hosted API key \(api_key\): enter your own hosted API key.*BACKDROP_STUDIO_SERVER_KEY=1"):
+        with pytest.raises(gr.Error, match=r"Hosted API key \(api_key\): enter your own hosted API key"
+                                           r".*BACKDROP_STUDIO_SERVER_KEY=1"):
             studio.generate(studio_values(), request=None, progress=None)
         assert service.requests == []
         monkeypatch.setenv("SEGMIND_API_KEY", "wrong-server-key")  # the visitor's own key is used, not the server's
@@ -194,7 +195,8 @@ def test_load_settings_and_ab_settings_answer_deep_json_with_the_field(tmp_path)
         overrides(base, "[" * 100_000, "settings_a")
 
 
-@pytest.mark.parametrize(("seed", "message"), [(10**30, r"Seed \(seed\): 1000000000000000000000000000000 is out of range"),
+@pytest.mark.parametrize(("seed", "message"), [(10**30,
+                                                r"Seed \(seed\): 1000000000000000000000000000000 is out of range"),
                                                (-5, r"Seed \(seed\): -5 is out of range"),
                                                (True, r"Seed \(seed\): True is a bool, not a number")])
 def test_load_settings_checks_the_seed_like_a_request(tmp_path, seed, message):
@@ -341,7 +343,8 @@ def test_long_and_colliding_preset_names_get_a_message_never_an_overwrite(tmp_pa
     from pipeline.workflows.presets import get_preset, save_user_preset
 
     monkeypatch.setenv("BACKDROP_PRESETS_DIR", str(tmp_path))
-    with pytest.raises(gr.Error, match=r"Name for a new preset \(preset_name\): 300 characters is too long; at most 80"):
+    with pytest.raises(gr.Error,
+                       match=r"Name for a new preset \(preset_name\): 300 characters is too long; at most 80"):
         save_preset("shoe" * 75, *[None] * len(SETTING_INPUTS))
     save_user_preset("My Shoes", {"cn_weight": 0.8})
     with pytest.raises(Exception, match=r"preset_name: 'my shoes' would be saved as my-shoes.json, which already "

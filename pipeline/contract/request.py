@@ -334,7 +334,8 @@ class BgReplaceRequest:
             object.__setattr__(self, spec.name, spec.coerce(getattr(self, spec.name)))
         if self.canny_low > self.canny_high:
             raise BackdropError(
-                f"{self.canny_low} is above canny_high ({self.canny_high}); the low threshold must not exceed the high one",
+                f"{self.canny_low} is above canny_high ({self.canny_high}); the low threshold must not exceed "
+                "the high one",
                 field="canny_low",
             )
         self._check_strength_leaves_a_step()

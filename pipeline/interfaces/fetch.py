@@ -120,7 +120,8 @@ def _read_capped(response, field: str, deadline: float) -> bytes:
     except (OSError, urllib3.exceptions.HTTPError) as exc:
         if time.monotonic() >= deadline:
             raise BackdropError(f"fetching the image took longer than {TOTAL_TIMEOUT:g} s", field=field) from None
-        raise BackdropError(f"the download broke off after {response.tell()} bytes ({type(exc).__name__}); check the URL "
+        raise BackdropError(f"the download broke off after {response.tell()} bytes "
+                            f"({type(exc).__name__}); check the URL "
                             "or send the image as base64", field=field) from None
     finally:
         watchdog.cancel()

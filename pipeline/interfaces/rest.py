@@ -213,7 +213,8 @@ def curl_example(settings: dict[str, Any], url: str, *, hosted: bool) -> str:
     body = {name: value for name, value in body.items() if value is not None}
     key = "SEGMIND_API_KEY" if hosted else "BACKDROP_API_KEY"
     # `base64 < file | tr -d '\n'` rather than GNU's `base64 -w0`: the same command runs on macOS too.
-    lines = ['"image": "$(base64 < product.jpg | tr -d \'\\n\')"', '"ref_image": "$(base64 < reference.jpg | tr -d \'\\n\')"']
+    lines = ['"image": "$(base64 < product.jpg | tr -d \'\\n\')"',
+             '"ref_image": "$(base64 < reference.jpg | tr -d \'\\n\')"']
     for name, value in body.items():  # literal text inside the heredoc: escape what the shell would expand
         text = json.dumps(value, ensure_ascii=False)
         lines.append(f'"{name}": ' + text.replace("\\", "\\\\").replace("$", "\\$").replace("`", "\\`"))

@@ -176,7 +176,8 @@ def _sample(image: np.ndarray, xs: np.ndarray, ys: np.ndarray, row: int = 1024) 
     return block.reshape(padded, image.shape[2])[:count]
 
 
-def _bounding_box(rows: np.ndarray, cols: np.ndarray, *, margin: int, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+def _bounding_box(rows: np.ndarray, cols: np.ndarray, *, margin: int,
+                  shape: tuple[int, ...]) -> tuple[int, int, int, int]:
     return (
         max(int(rows.min()) - margin, 0),
         min(int(rows.max()) + margin + 1, shape[0]),

@@ -84,7 +84,8 @@ def _load_failure(exc: BaseException) -> str:
     """Why a mask model did not load, in a few words: "no network" for a download that could not connect
     (whose own text is a long chain of URLs and retries), else its text, cut at a word."""
     text = " ".join(str(exc).split())
-    if isinstance(exc, OSError) and any(sign in text for sign in ("NameResolution", "Max retries", "Failed to establish")):
+    if (isinstance(exc, OSError)
+        and any(sign in text for sign in ("NameResolution", "Max retries", "Failed to establish"))):
         return "the download failed: no network connection"
     return f"{type(exc).__name__}: " + (text if len(text) <= 200 else text[:200].rsplit(" ", 1)[0] + " …")
 

@@ -17,7 +17,8 @@ from pipeline.contract.request import FIELDS, IMAGE_FIELDS, loads_json
 KEY = "backdrop"  # PNG text chunk name; JPEG comments start with this word
 
 
-def encode_with_metadata(image: Image.Image, image_format: str, metadata: dict[str, Any], *, quality: int = 95) -> bytes:
+def encode_with_metadata(image: Image.Image, image_format: str, metadata: dict[str, Any], *,
+                         quality: int = 95) -> bytes:
     """The image as PNG (settings in a text chunk) or JPEG (settings in its comment)."""
     text = json.dumps(metadata, ensure_ascii=False, separators=(",", ":"))
     buffer = io.BytesIO()

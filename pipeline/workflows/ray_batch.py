@@ -4,7 +4,8 @@
     actor) -> composite + write (CPU tasks) -> manifest line (driver, as each result streams back)
 
 Planning, the manifest, resume and --redo are the local batch's own (``workflows.batch``, ``workflows.manifest``,
-from the same ``BatchOptions``); only the running differs. Each item's images and their ``.json`` sidecars are written by a CPU task straight into ``--out``
+from the same ``BatchOptions``); only the running differs. Each item's images and their ``.json`` sidecars are written
+by a CPU task straight into ``--out``
 (atomically, as the local batch writes them), so ``--out`` must be a folder every node reaches at the same
 path (docs/SCALE.md). A "writing" line goes into the manifest before the files, under a lock on the folder,
 so a run killed in between leaves exactly the files its rerun removes, as the local batch does.
@@ -160,12 +161,14 @@ class Generator:
         from pipeline.backends.local.backend import generate_backgrounds, result_info
 
         try:
-            backgrounds, seeds, detail_info = generate_backgrounds(work["request"], work["prepared"], models=self.models,
+            backgrounds, seeds, detail_info = generate_backgrounds(work["request"], work["prepared"],
+                                                                   models=self.models,
                                                                    timings=work["timings"], reuse=self.reuse)
         except Exception as error:  # noqa: BLE001
             _fail(record, error)
             return None
-        return work | {"backgrounds": backgrounds, "seeds": seeds, "info": result_info(self.models, work["request"]) | detail_info}
+        return work | {"backgrounds": backgrounds, "seeds": seeds,
+                       "info": result_info(self.models, work["request"]) | detail_info}
 
 
 def compose_and_write(row: dict[str, Any], plan: Any) -> dict[str, Any]:
@@ -224,7 +227,8 @@ def _plan(plan: Any) -> dict[str, Any]:
 
 
 def _new_row(item: Item) -> dict[str, Any]:
-    """The row the local batch writes for an item, before its outcome (``_t``: when its work began, by the wall clock: the stages run in other processes)."""
+    """The row the local batch writes for an item, before its outcome (``_t``: when its work began, by the wall clock:
+    the stages run in other processes)."""
     return {"input": item.key, "item": item.label, "outputs": [], "request": None, "seeds": [], "error": None,
             "made_with": item.made_with, "_t": time.time()}
 

@@ -21,7 +21,8 @@ from pipeline.stages.prepare import resolve_seeds
 from pipeline.stages.reuse import Reuse
 
 SWEEP_AXES = ("cn_weight", "ip_adapter_weight", "guidance_scale", "strength", "num_inference_steps", "scheduler",
-              "seed", "prompt", "preset", "shadow", "shadow_opacity", "shadow_angle", "reflection", "light_match", "detail",
+              "seed", "prompt", "preset", "shadow", "shadow_opacity", "shadow_angle",
+              "reflection", "light_match", "detail",
               "canvas", "padding", "placement")
 MAX_CELLS = 36
 _CELL_SIDE = 320  # the longest side of a cell in the grid image

@@ -283,7 +283,8 @@ def assemble(pipe: Any, spec: ModelSpec, runtime: Runtime, say: LoadProgress | N
                         speed=options.applied())
 
 
-def _from_pretrained(cls: Any, model_id: str, what: str, field: str, dtype: Any, variant: str | None, **kwargs: Any) -> Any:
+def _from_pretrained(cls: Any, model_id: str, what: str, field: str, dtype: Any, variant: str | None,
+                     **kwargs: Any) -> Any:
     try:
         try:
             return cls.from_pretrained(model_id, dtype=dtype, variant=variant, **kwargs)
@@ -308,7 +309,8 @@ def variant_is_missing(exc: BaseException, variant: str) -> bool:
 def _load_error(what: str, model_id: str, field: str, exc: Exception) -> ModelLoadError:
     env = ENV_OVERRIDES.get(field, "BACKDROP_CONFIG")
     reason = " ".join(str(exc).split())[:300] or type(exc).__name__
-    offline = " (HF_HUB_OFFLINE is set: only already-downloaded models can load)" if os.environ.get("HF_HUB_OFFLINE") else ""
+    offline = (" (HF_HUB_OFFLINE is set: only already-downloaded models can load)"
+               if os.environ.get("HF_HUB_OFFLINE") else "")
     return ModelLoadError(
         f"could not load the {what} {model_id!r}{offline}: {reason}. Check the id and your network "
         f"(the first run downloads the weights), or point {env} at a local folder."

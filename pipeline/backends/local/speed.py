@@ -64,7 +64,8 @@ def fuse_self_attention(model: Any) -> int:
     fused = 0
     for module in list(model.modules()):  # a list: layers are removed on the way
         # Only the stock processor is swapped: a custom or already fused one is left as it is.
-        if isinstance(module, Attention) and not module.is_cross_attention and type(module.processor) is AttnProcessor2_0:
+        if (isinstance(module, Attention) and not module.is_cross_attention
+            and type(module.processor) is AttnProcessor2_0):
             module.fuse_projections(fuse=True)
             # The fused layer replaces the three it came from: drop them rather than keep both in memory.
             del module.to_q, module.to_k, module.to_v

@@ -1,5 +1,6 @@
 """``python -m pipeline`` and its subcommands: one module each (``generate`` for a single photo, ``batch``
-for a catalogue, ``serve`` for the REST endpoint on Ray Serve), sharing ``common``. Each builds its parser and turns the flags into a call of the layers
+for a catalogue, ``serve`` for the REST endpoint on Ray Serve), sharing ``common``. Each builds its parser and turns the
+flags into a call of the layers
 below; none holds a workflow of its own."""
 
 from __future__ import annotations

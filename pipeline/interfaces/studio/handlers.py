@@ -83,7 +83,8 @@ def user_errors(action: str, outputs: int = 1) -> Callable[[Callable[..., Any]],
                 raise
             except Exception as error:  # the log has the trace; the browser gets a sentence
                 log.exception("%s failed", action)
-                raise gr.Error(f"Something went wrong ({type(error).__name__}); the server log has the details.") from None
+                raise gr.Error(f"Something went wrong ({type(error).__name__}); "
+                               "the server log has the details.") from None
 
         return guarded
 
@@ -192,7 +193,8 @@ class Studio:
         line = gpu_queue.stats()
         if progress is not None and line["running"]:
             ahead = line["running"] + line["waiting"]
-            progress(0.0, desc=f"Waiting for the GPU: {ahead} generation(s) ahead (from this studio or the REST endpoint)")
+            progress(0.0, desc=f"Waiting for the GPU: {ahead} generation(s) ahead "
+                               "(from this studio or the REST endpoint)")
         return gpu_queue.slot()
 
 

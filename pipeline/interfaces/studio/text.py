@@ -77,10 +77,13 @@ def loaded_summary(source: str, values: dict[str, Any]) -> str:
     changed = [f"{short_label(name)} {value}" for name, value in values.items()
                if name not in ("prompt", "negative_prompt", "seed") and value != FIELDS[name].current_default()]
     prompt = values.get("prompt") or ""
-    return (f"Settings loaded from {source}: seed {values.get('seed')}, prompt \"{prompt[:60]}{'…' if len(prompt) > 60 else ''}\"; "
-            + (f"changed from the defaults: {', '.join(changed)}." if changed else "every other setting at its default."))
+    return (f"Settings loaded from {source}: seed {values.get('seed')}, "
+            f"prompt \"{prompt[:60]}{'…' if len(prompt) > 60 else ''}\"; "
+            + (f"changed from the defaults: {', '.join(changed)}."
+               if changed else "every other setting at its default."))
 
 
 def scheduler_note(name: str) -> str:
     """Said under the scheduler: a second-order sampler takes about twice the time."""
-    return "Second-order sampler: about two UNet passes per step, so twice the time of Euler." if name in SECOND_ORDER else ""
+    return ("Second-order sampler: about two UNet passes per step, so twice the time of Euler."
+            if name in SECOND_ORDER else "")
