@@ -1,5 +1,4 @@
-"""Preprocessing cost on the CPU: decode + EXIF, the mask, canny, the soft edge and the final compositing, \
-per photo size.
+"""Preprocessing cost on the CPU, per photo size: decode + EXIF, mask, canny, soft edge, compositing.
 
     python benchmarks/preprocess.py [--sizes 1024x1024 6000x4000] [--repeats 5] [--mask-model u2netp]
                                     [--canvas 2000x2000]
