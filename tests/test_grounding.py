@@ -163,6 +163,25 @@ def test_original_moves_and_scales_with_the_product_when_framed():
     assert np.abs(identity - shading.shading).max() < 1e-4
 
 
+def test_original_follows_the_product_onto_a_framed_canvas(shot_with_shadow):
+    """Through a real request: the photo's own shadow is found on the photo as taken and lands beside the
+    product wherever framing places it, as dark as it was."""
+    photo, alpha, truth = shot_with_shadow
+    request = request_for(photo, alpha, shadow="original", canvas="600x400", padding=0.05, placement="left")
+    prepared = prepare_inputs(request, native_resolution=256)
+    result = np.asarray(compose_grounded(request, prepared, GREY).image, dtype=np.float32)
+    box = prepared.placement.box  # left, top, width, height of the product on the canvas
+    left, top, right, bottom = prepared.placement.source
+    scale = box[2] / (right - left)
+    ys, xs = np.nonzero((truth >= 0.45) & (np.asarray(alpha) == 0))  # the shadow's core in the photo
+    where_y = np.round(box[1] + (ys - top + 0.5) * scale - 0.5).astype(int)
+    where_x = np.round(box[0] + (xs - left + 0.5) * scale - 0.5).astype(int)
+    inside = (where_y >= 0) & (where_y < 400) & (where_x >= 0) & (where_x < 600)
+    darkness = 1 - result[where_y[inside], where_x[inside], 0].mean() / 180
+    assert abs(darkness - truth[ys, xs].mean()) < 0.15 * truth[ys, xs].mean()
+    assert result[:, 450:, 0].min() >= 179  # the right of the canvas, far from the product: no shadow
+
+
 @pytest.mark.parametrize("backdrop", ["busy", "dark"])
 def test_original_refuses_a_photo_without_a_plain_backdrop(backdrop):
     photo, alpha = perfume_bottle(300, 400)
