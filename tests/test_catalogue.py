@@ -197,7 +197,8 @@ def test_a_catalogue_runs_from_options_built_in_python_step_by_step_or_whole(ser
 
     shots, out = photos(tmp_path / "shots", "a.jpg", "sub/b.jpg"), tmp_path / "out"
     options = BatchOptions(out=out, inputs=f"{shots}/**/*.jpg", backend="hosted", quiet=True,
-                           request={"prompt": "on a deck", "ref_image": REFERENCE, "mask_model": "u2netp", "seed": 7})
+                           request={"prompt": "on a deck", "ref_image": REFERENCE, "mask_model": "u2netp", "seed": 7,
+                                    "qa_max_expansion": 100})  # a workflow test: never review
     items = plan_items(options)
     assert [str(item.relative) for item in items] == ["a.jpg", "sub/b.jpg"]
     manifest = open_manifest(out)
@@ -216,7 +217,8 @@ def test_a_catalogue_runs_from_options_built_in_python_step_by_step_or_whole(ser
     assert made == ["on a deck"] and images(out) == ["a_7.jpg", "sub/b_7.jpg"]
     assert "1 done, 1 skipped (already done), 0 failed" in capsys.readouterr().err
     # The command line writes and reads the same manifest: the same settings as flags find nothing left to do.
-    assert run(f"{shots}/**/*.jpg", "--ref", str(REFERENCE), "--prompt", "on a deck", "--out", str(out)) == 0
+    assert run(f"{shots}/**/*.jpg", "--ref", str(REFERENCE), "--prompt", "on a deck", "--qa-max-expansion", "100",
+               "--out", str(out)) == 0
     assert "0 done, 2 skipped (already done)" in capsys.readouterr().err and len(service.requests) == 2
     with pytest.raises(BackdropError, match="^jobs: 9 is out of range; expected 1 to 8$"):
         run_batch(BatchOptions(out=out, inputs=str(shots), jobs=9))

@@ -216,7 +216,7 @@ def test_eight_concurrent_requests_never_share_the_gpu(server, monkeypatch):
 def test_a_full_queue_answers_503_with_retry_after(server, monkeypatch):
     from pipeline.workflows.queue import gpu_queue
 
-    monkeypatch.setattr(gpu_queue, "max_waiting", 1)
+    monkeypatch.setattr(gpu_queue, "_max_waiting", 1)  # the number itself: restoring it keeps "read when asked"
     with ThreadPoolExecutor(2) as pool:
         with gpu_queue.slot():  # the GPU is busy
             waiting = pool.submit(post, server, body())

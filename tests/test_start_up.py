@@ -105,7 +105,8 @@ def no_gpu(monkeypatch):
 
 
 def test_without_a_gpu_generate_refuses_sdxl_before_any_download(no_gpu, monkeypatch, bottle, reference):
-    from pipeline import NoGpu, generate, masking
+    from pipeline import NoGpu, generate
+    from pipeline.stages import masking
 
     monkeypatch.setattr(masking, "subject_alpha", lambda *a, **k: pytest.fail("the mask model ran first"))
     request = BgReplaceRequest(image=bottle[0], ref_image=reference, prompt="bottle", mask_model="u2netp")

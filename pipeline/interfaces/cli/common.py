@@ -39,8 +39,9 @@ def add_request_flags(parser: argparse.ArgumentParser, *, ref_required: bool) ->
         default = "" if spec.default is None else f" Default: {spec.current_default()}."
         if spec.env:
             default += f" ({spec.env} sets the default.)"
+        text = f"{spec.help} Allowed: {spec.allowed()}.{default}".replace("%", "%%")  # % is argparse's format sign
         parser.add_argument(*flags, dest=name, required=spec.required and ref_required, metavar=_metavar(spec.kind),
-                            help=f"{spec.help} Allowed: {spec.allowed()}.{default}")
+                            help=text)
     parser.add_argument("--backend", choices=("local", "hosted"), default="local",
                         help="local (this machine's GPU or CPU) or hosted (the bg-replace API; key from "
                              "SEGMIND_API_KEY, address from SEGMIND_API_URL). Default: local.")
