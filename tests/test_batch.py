@@ -168,6 +168,7 @@ def test_the_next_photo_is_masked_while_this_one_generates_and_never_twice():
         assert order.index(("ahead", path)) < order.index(("work", path))
 
 
+@pytest.mark.slow
 def test_a_batch_masks_each_photo_once_and_ahead_while_the_service_works(u2netp_home, catalogue, tmp_path,
                                                                            monkeypatch, mask_model_runs):
     from pipeline.interfaces.cli import batch as batch_command
@@ -199,6 +200,7 @@ def test_masks_are_made_ahead_only_where_generation_leaves_the_cpu_free(monkeypa
     assert _generation_leaves_the_cpu_free(local)
 
 
+@pytest.mark.slow
 def test_an_item_over_a_quality_threshold_is_retried_with_the_next_seeds_and_ends_review(u2netp_home, catalogue,
                                                                                         tmp_path):
     """A forced failure: no real mask is free of doubt, so --qa-max-mask-uncertainty 0 sends every try to review.

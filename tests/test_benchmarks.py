@@ -32,6 +32,7 @@ def test_gpu_benchmark_runs_plain_and_backdrop_on_the_same_weights(tmp_path):
     assert all(row["pending"] == "needs a GPU run" for row in report["detail"])  # no GPU here
 
 
+@pytest.mark.slow
 def test_detail_benchmark_reports_the_pass_over_the_first_generation(tmp_path):
     import detail
 

@@ -115,6 +115,7 @@ def test_cli_mask_model_that_cannot_load_exits_1(photo_files, tmp_path, monkeypa
     assert "mask model 'silueta' could not be loaded" in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_shadow_and_light_flags_reach_the_sidecar_and_the_summary(u2netp_home, photo_files, tmp_path):
     photo, reference = photo_files
     result = cli("--image", str(photo), "--ref", str(reference), "--prompt", "bottle", "--seed", "5",

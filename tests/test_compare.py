@@ -24,6 +24,7 @@ def local(tiny_models):
     return lambda request, **hooks: generate(request, models=tiny_models, **hooks)
 
 
+@pytest.mark.slow
 def test_a_3x2_grid_has_six_cells_in_axis_order_with_labels(tiny_models, make_request):
     comparison = run_grid(make_request(resolution=64), local(tiny_models), "cn_weight", [0.0, 0.5, 1.0],
                           "scheduler", ["Euler", "DDIM"])
@@ -102,6 +103,7 @@ def test_columns_of_different_output_sizes_prepare_each_size(tiny_models, make_r
     assert [cell.result.images[0].size for cell in columns.cells] == [base.image.size, (64, 64)]
 
 
+@pytest.mark.slow
 def test_ab_and_local_vs_hosted_columns(tiny_models, make_request):
     from fake_segmind import FakeSegmind
 

@@ -101,6 +101,7 @@ def test_no_seam_shows_on_a_smooth_background(tiny_models, make_request, small_b
     assert across <= within * 1.05
 
 
+@pytest.mark.slow
 def test_the_time_grows_with_the_outputs_area(tiny_models, make_request):
     small, large = perfume_bottle(192, 192), perfume_bottle(384, 384)
     results = [generate(make_request(image=photo, mask=alpha, resolution=64, detail=0.1), models=tiny_models)

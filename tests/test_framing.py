@@ -280,6 +280,7 @@ FAST = ["--model-set", "tiny", "--scheduler", "Euler", "--num-inference-steps", 
         "--mask-model", "u2netp"]
 
 
+@pytest.mark.slow
 def test_the_cli_frames_and_records_the_box_in_the_sidecar_and_the_image(u2netp_home, tmp_path):
     from pipeline.workflows.metadata import read_metadata
 
@@ -316,6 +317,7 @@ def test_cli_framing_mistakes_exit_2_naming_the_field(tmp_path, flags, message):
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
 
 
+@pytest.mark.slow
 def test_a_preset_frames_a_whole_batch_into_the_same_box(u2netp_home, tmp_path):
     """A catalogue with a preset that sets the framing: every product stands on the same lower margin,
     each exactly where the local backend puts it for that photo."""
@@ -348,6 +350,7 @@ def test_a_preset_frames_a_whole_batch_into_the_same_box(u2netp_home, tmp_path):
             assert top + height == 1850 and left >= 150 and left + width <= 1850
 
 
+@pytest.mark.slow
 def test_a_rest_body_sets_the_framing(u2netp_home, tiny_models):
     import base64
 

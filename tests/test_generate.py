@@ -93,6 +93,7 @@ def test_product_pixels_survive_at_the_inputs_own_size(u2netp_home, tiny_models,
     assert np.abs(out[alpha == 0] - 255).mean() > 5  # and the white backdrop really was replaced
 
 
+@pytest.mark.slow
 def test_generation_size_output_and_intermediates(tiny_models, make_request):
     result = run(tiny_models, make_request(image=perfume_bottle(900, 600)[0], mask=perfume_bottle(900, 600)[1],
                                            output_size="generation", resolution=128))

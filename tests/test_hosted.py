@@ -51,6 +51,7 @@ def test_one_call_per_sample_with_consecutive_seeds_and_the_contracts_body(servi
     assert np.abs(np.asarray(result.images[0], int) - np.asarray(result.images[1], int)).mean() > 1
 
 
+@pytest.mark.slow
 def test_hosted_results_keep_the_product_pixels_at_the_photos_size(service, make_request):
     photo, alpha = perfume_bottle(900, 600)
     result = run_hosted(service, make_request(image=photo, mask=alpha))

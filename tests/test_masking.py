@@ -21,6 +21,7 @@ def test_u2netp_finds_the_rendered_bottle(u2netp_home, bottle):
     assert iou(alpha, truth) >= 0.95
 
 
+@pytest.mark.slow
 def test_mask_works_on_large_photos_at_full_size(u2netp_home):
     photo, truth = (image.resize((2400, 1600), Image.Resampling.LANCZOS) for image in perfume_bottle(1200, 800))
     alpha, _ = subject_alpha(photo, mask_model="u2netp")

@@ -54,6 +54,7 @@ def test_one_sample_comes_back_as_a_jpeg(server):
     assert float(reply.headers["x-quality-expansion"]) >= 0 and reply.headers["x-quality-upscale"] == "1"
 
 
+@pytest.mark.slow
 def test_base64_true_gives_json_and_data_urls_are_accepted(server):
     reply = post(server, body(base64=True, ref_image="data:image/jpeg;base64," + b64(SCENE)))
     data = reply.json()
@@ -80,11 +81,13 @@ def test_shadow_reflection_and_light_match_in_a_body(server):
     assert grounded.content != plain.content
 
 
+@pytest.mark.slow
 def test_png_output_format(server):
     reply = post(server, body(output_format="png"))
     assert reply.headers["content-type"] == "image/png"
 
 
+@pytest.mark.slow
 def test_api_keys_when_configured(server, monkeypatch):
     monkeypatch.setenv("BACKDROP_API_KEYS", "alpha, beta")
     assert post(server, body()).status_code == 401

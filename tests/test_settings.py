@@ -167,6 +167,7 @@ def test_the_cli_stops_at_start_up_on_a_bad_variable():
                              "expected a whole number from 1 to 1000\n")
 
 
+@pytest.mark.slow
 def test_the_studio_refuses_to_start_on_a_bad_variable():
     env = os.environ | {"BACKDROP_PORT": "http"}
     started = time.monotonic()

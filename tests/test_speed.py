@@ -32,12 +32,14 @@ def fused_models(tiny_models):
                         scheduler_config=tiny_models.scheduler_config)
 
 
+@pytest.mark.slow
 def test_fused_self_attention_gives_the_same_image(tiny_models, fused_models, make_request):
     plain = generate(make_request(seed=3), models=tiny_models)
     fused = generate(make_request(seed=3), models=fused_models)
     assert np.abs(pixels(plain.images[0]) - pixels(fused.images[0])).max() <= 2
 
 
+@pytest.mark.slow
 def test_fusing_keeps_the_ip_adapter_working(fused_models, make_request):
     """diffusers' own fuse_qkv_projections() replaces the IP-Adapter's processors; ours must not."""
     from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
@@ -141,6 +143,7 @@ def full_resolution_fill(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return estimate
 
 
+@pytest.mark.slow
 def test_large_photo_compositing_matches_the_direct_computation(monkeypatch):
     """Past 1536 px the edge colour comes from a shrunk copy; the result must match the full-size maths.
     (The threshold is lowered here so a 1.5 MP photo takes the large-photo path at a tenth of the cost.)"""

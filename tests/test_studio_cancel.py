@@ -111,6 +111,7 @@ def wait_for_denoising(job, timeout: float = 120) -> None:
     pytest.fail("the run never reached denoising")
 
 
+@pytest.mark.slow
 def test_one_clients_cancel_stops_its_own_run_and_not_another_clients(studio):
     """Client A cancels its running generation while client B's waits behind it (the studio runs one
     generation at a time): A's stops and saves nothing, B's runs to the end and is saved. Then B cancels
