@@ -37,6 +37,7 @@ from pipeline.interfaces.studio.screen import (
 from pipeline.interfaces.studio.text import compare_summary, loaded_summary, progress_reporter, run_summary
 from pipeline.interfaces.studio.values import build_request, new_folder, output_stem, overrides
 from pipeline.interfaces.studio.zero_gpu import generate_on_gpu
+from pipeline.stages.framing import enlargement_warning
 from pipeline.workflows.queue import gpu_queue
 
 log = logging.getLogger("backdrop.app")
@@ -112,6 +113,8 @@ class Studio:
             with self._device_line(values, progress):
                 result = runner(built)
         paths = save_result(result, self.output_dir, stem=output_stem(values["image"]))  # saved before shown
+        if warning := enlargement_warning(result.info):
+            gr.Warning(warning)
         gallery = [(str(path), f"seed {seed}") for path, seed in zip(paths, result.seeds)]
         before = built.image.convert("RGB").resize(result.images[0].size)
         gallery = [(path, f"{caption} · review" if verdict == "review" else caption)
