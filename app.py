@@ -211,8 +211,8 @@ def _finishing_panels(inputs: dict[str, Any]) -> None:
     with gr.Accordion("Framing", open=False):
         with gr.Row():
             inputs["canvas"] = widgets.canvas_box()
-            inputs["padding"] = widgets.slider("padding")
             inputs["placement"] = widgets.dropdown("placement")
+        inputs["padding"] = widgets.slider("padding")
         inputs["framing_preview"] = gr.Image(label=LABELS["framing_preview"], interactive=False, height=280,
                                              elem_id="framing_preview")
     with gr.Accordion("Shadow and light", open=False):

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow  # a real browser against a live studio: minutes
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-ACCORDIONS = ("Product mask (optional)", "Advanced settings", "Settings: load, save, share", "Intermediates")
+ACCORDIONS = ("Product mask (optional)", "Advanced settings", "Framing", "Shadow and light",
+              "Detail and quality check", "Settings: load, save, share", "Intermediates")
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +96,8 @@ def test_first_generate_with_defaults_and_every_accordion_open(page, studio, pho
     counts = page.evaluate("window.stepCounts")
     assert {total for _, total in counts} == {25} and all(1 <= step <= 25 for step, _ in counts), counts
     expect(page.locator("#summary")).to_contain_text("Seeds", timeout=30_000)
+    # With every panel open the page is long: the slider's image loads lazily, once scrolled to, as a person does.
+    page.locator("#slider").scroll_into_view_if_needed()
     expect(page.locator("#slider img").first).to_be_visible()
     expect(page.locator("#intermediates img")).to_have_count(3)
     assert error_toasts(page).count() == 0
@@ -104,6 +107,24 @@ def test_first_generate_with_defaults_and_every_accordion_open(page, studio, pho
     saved = sorted(path.name for path in studio[1].glob("*.jpg"))
     assert saved and all(name.startswith("camera-3000x4000-product-perfume-") for name in saved), saved
     shot(page, "3-result")
+
+
+def test_the_framing_preview_appears_as_a_canvas_is_chosen(page, studio, photos):
+    """Before any generation: choosing a canvas shows the product placed on it, and a canvas typed wrong
+    says why in one toast, naming the box, and never an Error badge."""
+    from playwright.sync_api import expect
+
+    upload_and_describe(page, photos)
+    page.get_by_text("Framing", exact=True).click()
+    canvas = page.locator("#canvas input").first
+    canvas.fill("marketplace-square")
+    canvas.press("Enter")
+    expect(page.locator("#framing_preview img").first).to_be_visible(timeout=120_000)
+    shot(page, "4-framing-preview")
+    canvas.fill("12x")
+    canvas.press("Enter")
+    expect(page.locator(".toast-body").filter(has_text="Canvas (canvas): '12x'")).to_be_visible(timeout=60_000)
+    assert error_toasts(page).count() == 0
 
 
 def test_load_settings_says_what_it_loaded(page, studio, photos):
