@@ -48,6 +48,9 @@ def run_ray_batch(options: BatchOptions, *, address: str = "", workers: str | No
     if options.backend != "local":
         raise BackdropError("--ray runs the local models on the cluster's GPUs; the hosted API needs no cluster "
                             "(use --jobs for parallel hosted calls)", field="--ray")
+    if options.qa_retries:  # said, not ignored: a Ray batch records each image's quality but retries none yet
+        raise BackdropError("a Ray batch records each image's quality figures but does not retry items yet; run "
+                            "without --ray to retry, or without --qa-retries", field="--qa-retries")
     out = options.out
     check_out_folder(out)
     items = plan_items(options)  # every photo found and every value checked before any work starts
