@@ -48,6 +48,7 @@ def images(out: Path) -> list[str]:
 
 # --- 10. a rerun with other settings --------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_rerun_with_other_settings_is_refused_with_what_differs_and_redo_remakes(service, tmp_path, capsys):
     from pipeline import BackdropError
 

@@ -61,6 +61,7 @@ def test_a_3x3_sweep_runs_the_masker_and_image_encoder_once(u2netp_home, tiny_mo
     assert comparison.reuse_counts == {"prepare": 1, "prompt": 1, "image_embeds": 1}
 
 
+@pytest.mark.slow
 def test_prompt_axis_recomputes_only_the_prompt(tiny_models, make_request):
     comparison = run_grid(make_request(resolution=64), local(tiny_models), "prompt",
                           parse_axis_values("prompt", "a bottle, on moss | a bottle on sand"))
@@ -68,6 +69,7 @@ def test_prompt_axis_recomputes_only_the_prompt(tiny_models, make_request):
     assert comparison.reuse_counts == {"prepare": 1, "prompt": 2, "image_embeds": 1}
 
 
+@pytest.mark.slow
 def test_a_shadow_axis_changes_only_the_background_around_the_products_base(tiny_models, make_request):
     values = parse_axis_values("shadow", "none, Contact, soft")
     comparison = run_grid(make_request(resolution=64), local(tiny_models), "shadow", values)
@@ -95,6 +97,7 @@ def test_axis_values_are_checked():
         parse_axis_values("preset", "default, nope")
 
 
+@pytest.mark.slow
 def test_columns_of_different_output_sizes_prepare_each_size(tiny_models, make_request):
     base = make_request(resolution=64)
     columns = run_columns(base, {"input": (base, local(tiny_models)),

@@ -51,6 +51,7 @@ def detail_request(make_request, small_bottle, **overrides):
     return make_request(image=photo, mask=alpha, resolution=64, **overrides)
 
 
+@pytest.mark.slow
 def test_the_output_is_the_inputs_size_with_the_products_pixels_unchanged(tiny_models, make_request, small_bottle):
     photo, alpha = small_bottle
     reports = []

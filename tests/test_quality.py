@@ -102,6 +102,7 @@ def test_a_mask_model_not_on_this_machine_leaves_expansion_unmeasured(placed, mo
     assert quality_headers([quality])["x-quality-expansion"] == ""
 
 
+@pytest.mark.slow
 def test_every_image_is_checked_and_its_figures_saved_with_it(u2netp_home, tiny_models, make_request, tmp_path):
     """Both samples get their own figures, in the result, the sidecar and the image itself; the same request
     and seed still save byte-identical files (the figures carry no timing)."""

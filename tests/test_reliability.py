@@ -218,6 +218,7 @@ def test_fuzz_the_image_decoder(data):
 
 # --- faults ------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_out_of_memory_is_explained_freed_and_survived(tiny_models, make_request, monkeypatch):
     import torch
 
