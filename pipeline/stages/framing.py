@@ -58,6 +58,15 @@ class Placement:
         bottom = min(self.box[1] + self.box[3], self.canvas[1])
         return left, top, right - left, bottom - top
 
+    def photo_to_output(self, output_size: tuple[int, int]) -> np.ndarray:
+        """The affine map (2x3, continuous coordinates) this placement applies: the product's box in the photo
+        onto its box on the canvas, then the canvas onto ``output_size`` (the canvas, or the generation size)."""
+        left, top, right, bottom = self.source
+        box_left, box_top, box_width, box_height = self.box
+        kx, ky = box_width / (right - left), box_height / (bottom - top)
+        fx, fy = output_size[0] / self.canvas[0], output_size[1] / self.canvas[1]
+        return np.array([[kx * fx, 0.0, (box_left - left * kx) * fx], [0.0, ky * fy, (box_top - top * ky) * fy]])
+
     def scaled_to(self, size: tuple[int, int]) -> Placement:
         """The same placement on a canvas of ``size`` (the generation size, in the canvas's aspect ratio)."""
         fx, fy = size[0] / self.canvas[0], size[1] / self.canvas[1]

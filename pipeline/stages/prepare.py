@@ -181,17 +181,7 @@ def _placed_shading(prepared: PreparedInputs, output_size: tuple[int, int]) -> n
         return None
     if prepared.placement is None:
         return place_shading(prepared.shading, photo_to_output(prepared.product.size, output_size), output_size)
-    return place_shading(prepared.shading, _photo_to_canvas(prepared.placement, output_size), output_size)
-
-
-def _photo_to_canvas(placement: Placement, output_size: tuple[int, int]) -> np.ndarray:
-    """The affine map (2x3) that framing applied to the product: its box in the photo onto its box on the
-    canvas, then the canvas onto the output (the canvas itself, or the generation size)."""
-    left, top, right, bottom = placement.source
-    box_left, box_top, box_width, box_height = placement.box
-    kx, ky = box_width / (right - left), box_height / (bottom - top)
-    fx, fy = output_size[0] / placement.canvas[0], output_size[1] / placement.canvas[1]
-    return np.array([[kx * fx, 0.0, (box_left - left * kx) * fx], [0.0, ky * fy, (box_top - top * ky) * fy]])
+    return place_shading(prepared.shading, prepared.placement.photo_to_output(output_size), output_size)
 
 
 def finish_result(request: BgReplaceRequest, prepared: PreparedInputs, backgrounds: list[Image.Image],

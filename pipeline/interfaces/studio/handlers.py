@@ -292,9 +292,8 @@ def copy_as_request(target: str, *values: Any) -> str:
 
 def verdicts(result: Any) -> list[str]:
     """Each image's quality verdict (``ok`` where none was recorded)."""
-    quality = result.info.get("quality") or []
-    return [(quality[index] or {}).get("verdict", "ok") if index < len(quality) else "ok"
-            for index in range(len(result.images))]
+    quality = result.info.get("quality") or [{}] * len(result.images)
+    return [(entry or {}).get("verdict", "ok") for entry in quality]
 
 
 def preview_framing(image: str | None, mask: str | None, mask_model: str | None, canvas: str, padding: float,
@@ -305,12 +304,11 @@ def preview_framing(image: str | None, mask: str | None, mask_model: str | None,
 
     if not image or not canvas or canvas.strip().lower() == "input":
         return None
-    try:
-        fields = BgReplaceRequest.from_dict({"image": Path(image), "ref_image": Path(image), "prompt": "preview",
-                                             "mask": Path(mask) if mask else None, "mask_model": mask_model,
-                                             "canvas": canvas, "padding": padding, "placement": placement})
-        return framing_preview(fields.image, fields.mask, fields.mask_model, fields.canvas, fields.padding,
-                               fields.placement)
+    given = {"image": Path(image), "mask": Path(mask) if mask else None, "mask_model": mask_model,
+             "canvas": canvas, "padding": padding, "placement": placement}
+    try:  # each field checked as a request checks it; the photo decoded once
+        fields = {name: FIELDS[name].coerce(value) for name, value in given.items()}
+        return framing_preview(**fields)
     except BackdropError as error:
         gr.Warning(on_screen(error))
         return None
