@@ -7,15 +7,21 @@ product's canny edges and its own inpaint mask, so the product stays masked out 
 (and is laid back over the result afterwards, pixel for pixel, like every output).
 
 Blending: tiles overlap by a quarter of their side, and every output pixel is the weighted mean of the tiles
-covering it, with weights that ramp linearly across each overlap and are normalised to sum to one everywhere
-(``tile_weights``). MultiDiffusion (Bar-Tal et al. 2023) instead averages the latents of overlapping tiles at
-every denoising step; it was not chosen because it needs every tile's latents in memory at once and a
-denoising loop of its own, replacing the diffusers pipeline call (and the ControlNet, IP-Adapter, inpainting
-and offload handling inside it) that Backdrop runs for the first pass; and it cannot stop between tiles.
+covering it, with weights that rise across each overlap as a raised cosine and are normalised to sum to one
+everywhere (``tile_weights``). The cosine, not a straight line, because its slope is zero where a tile ends: two
+tiles that disagree (a slightly warmer tile beside a cooler one) cross-fade in the middle of their overlap and
+the tile's own edge adds next to no step, where a linear ramp steps by the disagreement over the overlap's
+width right at the edge, a faint line along every tile border. MultiDiffusion (Bar-Tal et al. 2023) instead
+averages the latents of overlapping tiles at every denoising step; it was not chosen because it needs every tile's
+latents in memory at once and a denoising loop of its own, replacing the diffusers pipeline call (and the
+ControlNet, IP-Adapter, inpainting and offload handling inside it) that Backdrop runs for the first pass; and it
+cannot stop between tiles.
 Averaging in pixels suffices here because the tiles do not invent a scene, they refine one: each starts from
 the same enlarged background, at a strength of at most ``MAX_TILE_STRENGTH``, so neighbours agree on layout
-and colour and differ only in fine texture, which the ramps cross-fade over a quarter tile. (The seam test:
-the step across a tile border is no larger than inside a tile.)
+and colour and differ only in fine texture, which the ramps cross-fade over a quarter tile. (The seam tests,
+tests/test_detail.py: tiles with colour casts of their own step no more across a border than inside a tile on a
+smooth background, where linear ramps do; and the real pipeline's blend steps no more at a border than the tiles
+it blends step there.)
 
 Work is capped at ``MAX_TILES`` tiles per image: a 24 MP (6000x4000) output at SDXL's 1024 px tiles is 8x5 = 40.
 An output whose grid would need more is refined at the largest size whose grid fits (then enlarged to the
@@ -104,10 +110,10 @@ def work_size(output_size: tuple[int, int], tile_side: int) -> tuple[int, int]:
 
 
 def _ramp(length: int, start: int, size: int, overlap: int) -> np.ndarray:
-    """A tile's weight along one axis: rising linearly over ``overlap`` px from each side that has a neighbour,
-    never 0 (a canvas edge has none, so it stays at 1)."""
+    """A tile's weight along one axis: rising from near 0 to 1 over ``overlap`` px, as a raised cosine, from each
+    side that has a neighbour; never 0 (a canvas edge has no neighbour, so it stays at 1)."""
     weight = np.ones(size, np.float32)
-    fade = np.arange(1, overlap + 1, dtype=np.float32) / (overlap + 1)
+    fade = (0.5 - 0.5 * np.cos(np.pi * np.arange(1, overlap + 1) / (overlap + 1))).astype(np.float32)
     if start > 0:
         weight[:overlap] = np.minimum(weight[:overlap], fade)
     if start + size < length:
