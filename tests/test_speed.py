@@ -217,3 +217,40 @@ def test_compiled_blocks_last_through_a_sweep_of_requests(tiny_models, make_requ
             assert np.abs(pixels(a) - pixels(b)).max() <= 2
     finally:
         torch._dynamo.reset()
+
+
+def test_every_generation_runs_on_the_chosen_cpu_thread_count(tiny_models, make_request, monkeypatch):
+    """Importing rembg (pymatting's numba) sets OpenMP's thread count to every CPU, so a process that had found a
+    mask used to generate on more threads than one that had not (a Ray actor), and their images came out a level
+    apart. Each generation now sets the count itself: BACKDROP_CPU_THREADS, else OMP_NUM_THREADS, else every CPU."""
+    import os
+
+    import torch
+
+    before = torch.get_num_threads()
+    seen: list[int] = []
+    try:
+        for chosen, omp, expected in (("1", "2", 1), ("", "1", 1), ("", "", len(os.sched_getaffinity(0)))):
+            monkeypatch.setenv("BACKDROP_CPU_THREADS", chosen)
+            monkeypatch.setenv("OMP_NUM_THREADS", omp)
+            torch.set_num_threads(3)  # what an import changed behind our back
+            seen.clear()
+            generate(make_request(), models=tiny_models,
+                     on_progress=lambda p: seen.append(torch.get_num_threads()) if p.stage == "denoise" else None)
+            assert set(seen) == {expected}, (chosen, omp, seen)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_same_thread_count_makes_the_same_image_whatever_ran_before(tiny_models, make_request, monkeypatch):
+    import torch
+
+    monkeypatch.setenv("BACKDROP_CPU_THREADS", "1")
+    before = torch.get_num_threads()
+    try:
+        first = generate(make_request(seed=5), models=tiny_models).images[0]
+        torch.set_num_threads(2)
+        second = generate(make_request(seed=5), models=tiny_models).images[0]
+    finally:
+        torch.set_num_threads(before)
+    assert (pixels(first) == pixels(second)).all()

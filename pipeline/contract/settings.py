@@ -107,6 +107,8 @@ SETTINGS: dict[str, Setting] = {
         _model_id("BACKDROP_VARIANT", "variant", "fp16", "Weight variant preferred in half precision (empty: none)."),
         _setting("BACKDROP_CACHE", "path", "~/.cache/backdrop", "Folder the tiny model set is built in."),
         _setting("BACKDROP_COMPILE", "flag", "0", "torch.compile the UNet's repeated blocks on CUDA."),
+        _setting("BACKDROP_CPU_THREADS", "whole", None, "Threads torch computes with on the CPU (unset: "
+                 "OMP_NUM_THREADS when set, else every CPU this process may use).", minimum=1, maximum=4096),
         # --- requests ---
         _setting("BACKDROP_MASK_MODEL", "choice", DEFAULT_MASK_MODEL, "Default mask model.", choices=MASK_MODELS),
         _setting("BACKDROP_MAX_PIXELS", "whole", "64000000", "Largest image accepted, in pixels (width x height).",
@@ -157,6 +159,20 @@ def setting_default(name: str) -> Any:
     """The variable's default, parsed like a value (None where unset has its own meaning)."""
     spec = SETTINGS[name]
     return None if spec.default is None else _parse(spec, spec.default, field=name)
+
+
+def cpu_threads() -> int:
+    """The threads torch computes with on the CPU: ``BACKDROP_CPU_THREADS``, else ``OMP_NUM_THREADS`` (what Ray
+    sets for a worker of N CPUs), else every CPU this process may use. One number, whatever was imported
+    before: the same count remakes the same image from a seed, a different one may differ by a level here
+    and there (floating-point sums split another way)."""
+    chosen = setting("BACKDROP_CPU_THREADS")
+    if chosen is None:
+        omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+        chosen = int(omp) if omp.isdigit() and int(omp) > 0 else None
+    if chosen is None:
+        chosen = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return chosen
 
 
 def check_settings() -> None:

@@ -10,6 +10,7 @@ from PIL import Image
 
 from pipeline.backends.local.models import LoadedModels, default_model_set, load_models
 from pipeline.backends.local.schedulers import make_scheduler
+from pipeline.backends.local.speed import pin_cpu_threads
 from pipeline.contract.errors import GenerationCancelled, OutOfMemory
 from pipeline.contract.images import to_rgb
 from pipeline.contract.request import BgReplaceRequest
@@ -124,6 +125,7 @@ def _denoise(
     images: list[Image.Image] = []
     start = starting_image(prepared, request.ref_image)
     with models.lock:  # one generation at a time on the device
+        pin_cpu_threads()
         pipe.scheduler = make_scheduler(request.scheduler, models.scheduler_config)
         pipe.set_ip_adapter_scale(request.ip_adapter_weight)
         report(Progress("denoise", 0.0, f"Generating {len(seeds)} image(s) at {prepared.size[0]}x{prepared.size[1]}"))
@@ -160,6 +162,7 @@ def _refine_details(models: LoadedModels, request: BgReplaceRequest, prepared: P
 
     refined, tiles = [], []
     with models.lock:
+        pin_cpu_threads()
         pipe.scheduler = make_scheduler(request.scheduler, models.scheduler_config)
         pipe.set_ip_adapter_scale(request.ip_adapter_weight)
         for number, (background, seed) in enumerate(zip(backgrounds, seeds)):

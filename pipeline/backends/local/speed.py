@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.contract.settings import setting
+from pipeline.contract.settings import cpu_threads, setting
 
 COMPILE_ENV = "BACKDROP_COMPILE"
 
@@ -33,6 +33,18 @@ class SpeedOptions:
 
     def applied(self) -> list[str]:
         return [name for name, on in vars(self).items() if on]
+
+
+def pin_cpu_threads() -> None:
+    """Give torch this process's CPU thread count (settings.cpu_threads) for the work that follows in this
+    thread. Called before every generation, not once at load: importing rembg (pymatting's numba) sets the
+    OpenMP thread count to every CPU, so a process that had found a mask ran torch on more threads than one
+    that had not, and a Ray actor (one CPU, no masking) made images a level apart from the local batch's."""
+    import torch
+
+    wanted = cpu_threads()
+    if torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
 
 
 def speed_up(pipe: Any, options: SpeedOptions) -> None:
