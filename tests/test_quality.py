@@ -131,13 +131,23 @@ def test_the_generation_sized_output_is_compared_with_the_generation_sized_alpha
     assert quality["expansion"] is not None
 
 
-def test_light_match_figures_are_read_from_the_info(u2netp_home, tiny_models, make_request):
+def test_light_match_changes_are_checked_as_a_share_of_the_full_range(u2netp_home, make_request):
+    """The product_change light match reports (8-bit levels, per image) is the check's figure over 255, and a
+    threshold under it sends that image to review: here a grey scene moves the bottle shot on white past the
+    default 0.1, an orange one less."""
     from pipeline.stages import prepare
 
-    request = make_request(mask_model="u2netp", samples=2)
+    request = make_request(mask_model="u2netp", samples=2, light_match=1.0)
     prepared = prepare.prepare_inputs(request, 96)
-    background = Image.new("RGB", prepared.size, (90, 120, 60))
-    result = prepare.finish_result(request, prepared, [background, background], [1, 2], timings={}, started=0.0,
-                                   backend="local", info={"product_change": [0.01, 0.3]})
-    assert [q["product_change"] for q in result.info["quality"]] == [0.01, 0.3]
-    assert [q["verdict"] for q in result.info["quality"]] == ["ok", "review"]
+    neutral, warm = (Image.new("RGB", prepared.size, colour) for colour in ((128, 128, 128), (230, 120, 40)))
+    result = prepare.finish_result(request, prepared, [neutral, warm], [1, 2], timings={}, started=0.0,
+                                   backend="local", info={})
+    levels = result.info["product_change"]
+    figures = [q["product_change"] for q in result.info["quality"]]
+    assert figures == [round(change / 255, 4) for change in levels] and all(figures)
+    assert [q["verdict"] for q in result.info["quality"]] == ["review", "ok"], figures
+    assert result.info["quality"][0]["over"] == ["product_change"]
+    untouched = prepare.finish_result(make_request(mask_model="u2netp"), prepared, [warm], [1], timings={},
+                                      started=0.0, backend="local", info={})
+    assert untouched.info["quality"][0]["product_change"] == 0.0 and "product_change" not in untouched.info
+

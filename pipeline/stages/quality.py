@@ -8,7 +8,8 @@ read by a person image by image (README, "Quality check").
   product. 0.1 is "a tenth more product than there was".
 - ``mask_uncertainty``: the share of the input mask that is neither clearly product nor clearly
   background (a product the mask model was unsure of: glass, fur, a product the colour of its backdrop).
-- ``product_change``: how much the product's own pixels were changed (light match sets it; 0 otherwise).
+- ``product_change``: how much light match changed the product's own pixels, as a share of the 0-255 range
+  (0 when it did not run).
 - ``upscale``: how much the product was enlarged from the photo's pixels (1 = not at all).
 
 Each has a threshold (request fields ``qa_max_*``); over any of them the verdict is ``review``, else ``ok``.
