@@ -203,14 +203,16 @@ def test_masks_are_made_ahead_only_where_generation_leaves_the_cpu_free(monkeypa
 @pytest.mark.slow
 def test_an_item_over_a_quality_threshold_is_retried_with_the_next_seeds_and_ends_review(u2netp_home, catalogue,
                                                                                         tmp_path):
-    """A forced failure: no real mask is free of doubt, so --qa-max-mask-uncertainty 0 sends every try to review.
-    Every try is recorded, the item ends 'review' with its best try's images, and a rerun resumes past it."""
+    """A forced failure: a full light match always changes the product somewhat, so --qa-max-product-change 0
+    sends every try to review (a figure a new seed can change: each background asks its own light match, so it
+    is retried). Every try is recorded, the item ends 'review' with its best try's images, and a rerun resumes."""
     (catalogue / "broken.png").unlink()
     for name in ("shoe", "ring", "chair"):
         (catalogue / f"{name}.jpg").unlink()
     out = tmp_path / "out"
     args = [str(catalogue), "--ref", str(ROOT / "assets" / "scene-wood.jpg"), "--prompt", "on a wooden deck",
-            "--model-set", "tiny", *FAST, "--seed", "40", "--qa-max-mask-uncertainty", "0", "--qa-retries", "1",
+            "--model-set", "tiny", *FAST, "--seed", "40", "--light-match", "1", "--qa-max-product-change", "0",
+            "--qa-retries", "1",
             "--out", str(out)]
     first = batch(*args)
     assert first.returncode == 0, first.stderr  # to review is not failed
@@ -220,7 +222,7 @@ def test_an_item_over_a_quality_threshold_is_retried_with_the_next_seeds_and_end
     assert all(t["verdicts"] == ["review"] for t in row["tries"]) and sum(t["kept"] for t in row["tries"]) == 1
     kept = next(t for t in row["tries"] if t["kept"])
     assert row["seeds"] == kept["seeds"] and row["quality"] == kept["quality"]
-    assert row["quality"][0]["over"] == ["mask_uncertainty"]
+    assert row["quality"][0]["over"] == ["product_change"]
     assert [Path(p).name for p in row["outputs"]] == [f"perfume_{kept['seeds'][0]}.jpg"]
     assert len(list(out.glob("*.jpg"))) == 1  # only the kept try is written
     again = batch(*args)
@@ -236,7 +238,8 @@ def test_the_first_try_that_passes_is_kept_and_retries_stop_there():
 
     def make(request):
         made.append(request.seed)
-        quality = {"verdict": verdicts.get(request.seed, "review"), "expansion": 0.2, "over": []}
+        verdict = verdicts.get(request.seed, "review")
+        quality = {"verdict": verdict, "expansion": 0.2, "over": ["expansion"] if verdict == "review" else []}
         return BgReplaceResult(images=(), seeds=(request.seed,), request=request, timings={},
                                info={"quality": [quality]})
 
@@ -247,6 +250,25 @@ def test_the_first_try_that_passes_is_kept_and_retries_stop_there():
     none_pass = make_with_retries(make, _tiny_request(seed=20), retries=1)
     assert none_pass.status == "review" and len(none_pass.record) == 2
     assert make_with_retries(make, _tiny_request(seed=20), retries=0).record[0]["kept"]
+
+
+def test_an_image_over_only_on_the_photos_own_figures_is_not_made_again():
+    """mask_uncertainty and upscale are the photo's: another seed cannot change them, so no GPU time is spent."""
+    from pipeline.contract.result import BgReplaceResult
+    from pipeline.workflows.retries import make_with_retries
+
+    made = []
+
+    def make(request):
+        made.append(request.seed)
+        over = ["mask_uncertainty", "upscale"] if request.seed == 7 else ["mask_uncertainty", "expansion"]
+        return BgReplaceResult(images=(), seeds=(request.seed,), request=request, timings={},
+                               info={"quality": [{"verdict": "review", "expansion": 0.0, "over": over}]})
+
+    tries = make_with_retries(make, _tiny_request(seed=7), retries=3)
+    assert made == [7] and tries.status == "review" and len(tries.record) == 1
+    tries = make_with_retries(make, _tiny_request(seed=8), retries=2)
+    assert made == [7, 8, 9, 10] and tries.status == "review"  # expansion over: each retry might have helped
 
 
 def _tiny_request(**fields):

@@ -11,6 +11,9 @@ from pipeline.contract.request import MAX_SEED, BgReplaceRequest
 from pipeline.contract.result import BgReplaceResult
 
 MAX_RETRIES = 10
+# The figures a new seed can change: a new background may hold no painted extension (expansion) and ask less
+# of the light match (product_change). mask_uncertainty and upscale are the photo's own: a retry cannot help.
+SEED_DEPENDENT = frozenset({"expansion", "product_change"})
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,11 @@ def needs_review(result: BgReplaceResult) -> bool:
     return "review" in verdicts(result)
 
 
+def retry_can_help(result: BgReplaceResult) -> bool:
+    """Whether an image is over a threshold that another seed could bring under it."""
+    return any(SEED_DEPENDENT & set(quality.get("over", [])) for quality in result.info.get("quality", []))
+
+
 def _badness(result: BgReplaceResult) -> tuple[int, float]:
     """How far a try is from passing: its images to review, then their summed expansion (the figure a retry
     can change; the others depend on the photo alone)."""
@@ -41,11 +49,12 @@ def _badness(result: BgReplaceResult) -> tuple[int, float]:
 
 def make_with_retries(make: Callable[[BgReplaceRequest], BgReplaceResult], request: BgReplaceRequest,
                       retries: int) -> Tries:
-    """``make(request)``, then while its images need review and retries are left, ``make`` again with the seeds
-    that follow the last try's (a 2-sample try with seeds 7, 8 is followed by 9, 10). The best try is kept."""
+    """``make(request)``, then while its images need review for a figure a new seed can change and retries are
+    left, ``make`` again with the seeds that follow the last try's (a 2-sample try with seeds 7, 8 is followed by
+    9, 10). The best try is kept. An image over only on the photo's own figures ends review at once."""
     result = make(request)
     tries = [result]
-    while needs_review(result) and len(tries) <= retries:
+    while needs_review(result) and retry_can_help(result) and len(tries) <= retries:
         next_seed = (result.seeds[-1] + 1) % (MAX_SEED + 1)
         result = make(request.replace(seed=next_seed))
         tries.append(result)
