@@ -223,14 +223,3 @@ def test_a_catalogue_runs_from_options_built_in_python_step_by_step_or_whole(ser
     assert "0 done, 2 skipped (already done)" in capsys.readouterr().err and len(service.requests) == 2
     with pytest.raises(BackdropError, match="^jobs: 9 is out of range; expected 1 to 8$"):
         run_batch(BatchOptions(out=out, inputs=str(shots), jobs=9))
-
-
-def test_a_ray_batch_refuses_qa_retries_it_cannot_do_instead_of_ignoring_them(tmp_path):
-    from pipeline import BackdropError
-    from pipeline.workflows.batch import BatchOptions
-    from pipeline.workflows.ray_batch import run_ray_batch
-
-    options = BatchOptions(out=tmp_path / "out", inputs=str(tmp_path / "*.jpg"), qa_retries=2)
-    with pytest.raises(BackdropError, match="^--qa-retries: a Ray batch records each image's quality figures"):
-        run_ray_batch(options)
-    assert not (tmp_path / "out").exists()  # refused before any work, and before Ray starts

@@ -4,14 +4,11 @@ Ray Data pipeline, on the shared local Ray runtime (2 CPUs), tiny models and the
 from __future__ import annotations
 
 import json
-import os
-import signal
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 from PIL import Image
 from scenes import small_asset
@@ -67,28 +64,40 @@ def local_batch_in_a_worker(ray, *args: str) -> tuple[int, str]:
     return ray.get(ray.remote(num_cpus=1)(run).remote(["batch", *args]), timeout=900)
 
 
+WHEN = ("seconds", "finished_at", "timings", "outputs")  # what may differ between two runs' rows (outputs: the folder)
+
+
 def test_a_ray_batch_makes_what_the_local_batch_makes_and_resumes(u2netp_home, ray_runtime, catalogue, tmp_path,
                                                                    capsys):
+    """Pixel-identical images and the same manifest rows, quality and tries included. With light match 0.5 and
+    --qa-max-product-change 0.05 some items are over on product_change and get a second try with the next seed
+    (--qa-retries 1), some pass, and a scene with no product ends review on its mask uncertainty alone (the
+    photo's own figure: one try)."""
     local_out, ray_out = tmp_path / "local", tmp_path / "ray"
-    code, stderr = local_batch_in_a_worker(ray_runtime, *arguments(catalogue, local_out))
+    flags = ["--light-match", "0.5", "--qa-max-product-change", "0.05", "--qa-retries", "1"]
+    code, stderr = local_batch_in_a_worker(ray_runtime, *arguments(catalogue, local_out), *flags)
     assert code == 1 and "6 done, 0 skipped (already done), 1 failed" in stderr, stderr
-    code, stderr = ray_batch(*arguments(catalogue, ray_out), capsys=capsys)
+    code, stderr = ray_batch(*arguments(catalogue, ray_out), *flags, capsys=capsys)
     assert code == 1 and "6 done, 0 skipped (already done), 1 failed" in stderr, stderr
     local_rows, ray_rows = rows(local_out), rows(ray_out)
     assert sorted(ray_rows) == sorted(local_rows) == sorted([*PHOTOS, "broken.png"])
     assert ray_rows["broken.png"]["status"] == "failed"
     assert ray_rows["broken.png"]["error"] == local_rows["broken.png"]["error"]
+    retried = [name for name in PHOTOS if len(ray_rows[name]["tries"]) > 1]
+    assert retried and {ray_rows[name]["status"] for name in PHOTOS} == {"done", "review"}, ray_rows
     for name in PHOTOS:
         here, there = local_rows[name], ray_rows[name]
-        assert there["status"] == "done" and there["seeds"] == here["seeds"] == [11]
-        assert there["request"] == here["request"] and there["made_with"] == here["made_with"]
+        assert {key: value for key, value in there.items() if key not in WHEN} == \
+               {key: value for key, value in here.items() if key not in WHEN}
         assert [Path(p).relative_to(ray_out) for p in there["outputs"]] == \
                [Path(p).relative_to(local_out) for p in here["outputs"]]
         for ours, theirs in zip(there["outputs"], here["outputs"]):
             assert_identical(ours, theirs)
-            assert json.loads(Path(ours).with_suffix(".json").read_text())["seed"] == 11
+            assert json.loads(Path(ours).with_suffix(".json").read_text())["seed"] == there["seeds"][0]
+    review = sum(row["status"] == "review" for row in ray_rows.values())
+    assert f"{review} to review" in stderr
 
-    code, stderr = ray_batch(*arguments(catalogue, ray_out), capsys=capsys)
+    code, stderr = ray_batch(*arguments(catalogue, ray_out), *flags, capsys=capsys)
     assert "0 done, 6 skipped (already done), 1 failed" in stderr, stderr
     assert len(list(ray_out.glob("*.jpg"))) == 6
 
@@ -100,36 +109,40 @@ def assert_identical(ours: str, theirs: str) -> None:
     assert a.shape == b.shape and (a == b).all(), (ours, a.shape, b.shape, np.abs(a.astype(int) - b).max())
 
 
-def generator_processes() -> list[psutil.Process]:
-    """The pool's actors: Ray names each worker process after what it runs (``ray::MapWorker(...Generator)``)."""
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        command = " ".join(process.info["cmdline"] or [])
-        if command.startswith("ray::") and "MapWorker" in command and "Generator" in command:
-            found.append(process)
-    return found
+def pool_actors() -> list:
+    """The generation pool's actors, as the handles Ray Data's executor holds in this (the driver's) process:
+    Ray Data names no actor, so ``ray.get_actor`` cannot find them; each is a ``_MapWorker`` running Generator."""
+    import gc
+
+    import ray
+
+    return [handle for handle in gc.get_objects() if isinstance(handle, ray.actor.ActorHandle)
+            and "MapWorker" in handle._ray_actor_creation_function_descriptor.class_name]
 
 
 def test_an_actor_killed_mid_run_costs_no_item(u2netp_home, ray_runtime, catalogue, tmp_path, capsys):
+    """``ray.kill`` on the pool's actor once an item is done: Ray restarts it and retries what it held (Ray Data's
+    actor pools restart and retry without limit), so every item still ends once, and none fails."""
     out = tmp_path / "out"
-    killed: list[int] = []
+    killed: list = []
 
     def kill_the_actor_after_its_first_item() -> None:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and not killed:
             manifest = out / "manifest.jsonl"
-            if manifest.exists() and '"status": "done"' in manifest.read_text():
-                for process in generator_processes():
-                    os.kill(process.pid, signal.SIGKILL)
-                    killed.append(process.pid)
+            finished = manifest.read_text().count('"seconds"') if manifest.exists() else 0  # only results have it
+            if finished:
+                for actor in pool_actors():
+                    ray_runtime.kill(actor, no_restart=False)
+                    killed.append(finished)
             time.sleep(0.2)
 
     killer = threading.Thread(target=kill_the_actor_after_its_first_item)
     killer.start()
     code, stderr = ray_batch(*arguments(catalogue, out), capsys=capsys)
     killer.join()
-    assert killed, "the actor was never seen"
+    assert killed and killed[0] < len(PHOTOS) + 1, f"the actor was never killed mid-run: {killed}"  # 7 items
     assert code == 1 and "6 done, 0 skipped (already done), 1 failed" in stderr, stderr
     manifest = rows(out)
-    assert all(manifest[name]["status"] == "done" for name in PHOTOS)
+    assert all(manifest[name]["status"] in ("done", "review") for name in PHOTOS)  # made, none failed
     assert len(list(out.glob("*.jpg"))) == 6  # each item's images once: no item written twice

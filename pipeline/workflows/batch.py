@@ -32,7 +32,7 @@ from pipeline.stages.masking import find_product_ahead
 from pipeline.stages.reuse import Reuse
 from pipeline.workflows.manifest import MANIFEST, Manifest, ResultWriter, open_manifest
 from pipeline.workflows.outputs import check_out_folder
-from pipeline.workflows.retries import MAX_RETRIES, make_with_retries
+from pipeline.workflows.retries import MAX_RETRIES, Tries, make_with_retries
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 MAX_JOBS = 8
@@ -117,8 +117,7 @@ def run_batch(options: BatchOptions, runner: Runner | None = None) -> int:
     started = time.perf_counter()
     if not 1 <= options.jobs <= MAX_JOBS:
         raise BackdropError(f"{options.jobs} is out of range; expected 1 to {MAX_JOBS}", field="jobs")
-    if not 0 <= options.qa_retries <= MAX_RETRIES:
-        raise BackdropError(f"{options.qa_retries} is out of range; expected 0 to {MAX_RETRIES}", field="--qa-retries")
+    check_retries(options)
     out = options.out
     check_out_folder(out)
     items = plan_items(options)  # every photo found and every value checked before the first image
@@ -153,8 +152,7 @@ def run_batch(options: BatchOptions, runner: Runner | None = None) -> int:
         return 130
     bar.finish()
     manifest.compact()  # one line per item again: each made item's "writing" line is superseded by its result
-    done = sum(1 for item in items if manifest.is_done(item.key))
-    review = sum(1 for item in items if manifest.is_done(item.key) and manifest.rows[item.key]["status"] == "review")
+    done, review = count_done(items, manifest)
     failed = len(items) - done
     finished = time.perf_counter()
     made = done - skipped
@@ -164,6 +162,17 @@ def run_batch(options: BatchOptions, runner: Runner | None = None) -> int:
     print(f"backdrop: {made} done, {skipped} skipped (already done), {failed} failed, {review} to review, "
           f"{finished - started:.1f} s{per_image}; manifest: {manifest.path}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def check_retries(options: BatchOptions) -> None:
+    if not 0 <= options.qa_retries <= MAX_RETRIES:
+        raise BackdropError(f"{options.qa_retries} is out of range; expected 0 to {MAX_RETRIES}", field="--qa-retries")
+
+
+def count_done(items: list[Item], manifest: Manifest) -> tuple[int, int]:
+    """How many of ``items`` the manifest has made, and how many of those ended ``review``."""
+    done = [item for item in items if manifest.is_done(item.key)]
+    return len(done), sum(1 for item in done if manifest.rows[item.key]["status"] == "review")
 
 
 def plan_items(options: BatchOptions) -> list[Item]:
@@ -363,14 +372,8 @@ def process_item(item: Item, runner: Runner, reuse: Reuse, writer: ResultWriter,
         request = BgReplaceRequest.from_dict(item.fields | {"image": item.path})
         row["request"] = request.settings()
         tries = make_with_retries(lambda each: runner(each, reuse=reuse), request, retries)
-        result = tries.best
-        row["outputs"] = [str(p) for p in writer.save(item.key, item.relative, result)]
-        row |= {"status": tries.status, "seeds": list(result.seeds), "timings": result.timings,
-                "quality": result.info.get("quality", []), "tries": tries.record}
-        if "product_change" in result.info:  # light match changed the product's own pixels: by this much
-            row["product_change"] = result.info["product_change"]
-        # Framing: where the product landed, so a catalogue's boxes can be checked from the manifest alone.
-        row |= {key: result.info[key] for key in ("product_box", "scale", "enlarged") if key in result.info}
+        row["outputs"] = [str(p) for p in writer.save(item.key, item.relative, tries.best)]
+        row |= outcome(tries)
     except BackdropError as error:
         row |= {"status": "failed", "error": str(error)}
     except Exception as error:  # one broken item must not stop a catalogue
@@ -380,6 +383,17 @@ def process_item(item: Item, runner: Runner, reuse: Reuse, writer: ResultWriter,
     row |= {"seconds": round(time.perf_counter() - started, 3),
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}
     return row
+
+
+def outcome(tries: Tries) -> dict[str, Any]:
+    """What a made item's manifest row records of its kept try (the local and the Ray batch write the same)."""
+    result = tries.best
+    row = {"status": tries.status, "seeds": list(result.seeds), "timings": result.timings,
+           "quality": result.info.get("quality", []), "tries": tries.record}
+    if "product_change" in result.info:  # light match changed the product's own pixels: by this much
+        row["product_change"] = result.info["product_change"]
+    # Framing: where the product landed, so a catalogue's boxes can be checked from the manifest alone.
+    return row | {key: result.info[key] for key in ("product_box", "scale", "enlarged") if key in result.info}
 
 
 def _run_all(paths: list[Path], work: Callable[[Path], dict], jobs: int, finished: Callable[[dict], Any],

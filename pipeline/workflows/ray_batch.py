@@ -10,6 +10,12 @@ by a CPU task straight into ``--out``
 path (docs/SCALE.md). A "writing" line goes into the manifest before the files, under a lock on the folder,
 so a run killed in between leaves exactly the files its rerun removes, as the local batch does.
 
+Quality: each image's check runs where it is composited, and its figures, verdict and tries go into the manifest
+as the local batch writes them (``batch.outcome``). With ``--qa-retries`` an item's tries run in its actor: whether
+to make it again depends on the check of the composited image, so the actor composites and checks each try itself
+(the product laid back and one mask-model run, well under a second, against seconds of generation) and hands the
+kept try to the writing stage; without it the actor only generates and compositing stays on the CPU tasks.
+
 Failures: a bad input is a ``failed`` line, never a failed job. An actor that dies (a lost node, an out-of-
 memory kill) is restarted by Ray and the items it held are retried on the pool: Ray Data gives its actor
 pools ``max_restarts=-1`` and ``max_task_retries=-1`` (ray/data/_internal/execution/operators/
@@ -32,10 +38,21 @@ from typing import Any
 
 from pipeline.contract.errors import BackdropError
 from pipeline.contract.request import BgReplaceRequest
-from pipeline.workflows.batch import BatchOptions, Item, _announce, _ProgressBar, items_to_make, plan_items
+from pipeline.workflows.batch import (
+    BatchOptions,
+    Item,
+    _announce,
+    _ProgressBar,
+    check_retries,
+    count_done,
+    items_to_make,
+    outcome,
+    plan_items,
+)
 from pipeline.workflows.manifest import MANIFEST, Manifest, open_manifest, remove_outputs
 from pipeline.workflows.outputs import check_out_folder, plan_paths, write_result
 from pipeline.workflows.ray_cluster import cluster_gpus, connect, parse_range
+from pipeline.workflows.retries import make_with_retries
 
 LOCK_FILE = ".backdrop-batch.lock"
 _shared: dict[str, Any] = {}  # per worker process: the plan, fetched from the object store once
@@ -48,9 +65,7 @@ def run_ray_batch(options: BatchOptions, *, address: str = "", workers: str | No
     if options.backend != "local":
         raise BackdropError("--ray runs the local models on the cluster's GPUs; the hosted API needs no cluster "
                             "(use --jobs for parallel hosted calls)", field="--ray")
-    if options.qa_retries:  # said, not ignored: a Ray batch records each image's quality but retries none yet
-        raise BackdropError("a Ray batch records each image's quality figures but does not retry items yet; run "
-                            "without --ray to retry, or without --qa-retries", field="--qa-retries")
+    check_retries(options)
     out = options.out
     check_out_folder(out)
     items = plan_items(options)  # every photo found and every value checked before any work starts
@@ -74,10 +89,11 @@ def run_ray_batch(options: BatchOptions, *, address: str = "", workers: str | No
             return 130
         bar.finish()
     manifest = Manifest(manifest.path)  # one line per item again, the workers' lines included
-    done = sum(1 for item in items if manifest.is_done(item.key))
+    done, review = count_done(items, manifest)
     skipped = len(items) - len(todo)
     print(f"backdrop: {done - skipped} done, {skipped} skipped (already done), {len(items) - done} failed, "
-          f"{time.perf_counter() - started:.1f} s on Ray; manifest: {manifest.path}", file=sys.stderr)
+          f"{review} to review, {time.perf_counter() - started:.1f} s on Ray; manifest: {manifest.path}",
+          file=sys.stderr)
     return 1 if len(items) > done else 0
 
 
@@ -106,7 +122,8 @@ def stream_rows(ray: Any, todo: list[Item], manifest: Manifest, options: BatchOp
     dataset = dataset.map_batches(
         Generator, batch_size=1, compute=ray.data.ActorPoolStrategy(min_size=pool[0], max_size=pool[1]),
         fn_constructor_kwargs={"model_set": options.chosen_model_set(), "device": options.device,
-                               "dtype": options.dtype, "memory_mode": options.memory_mode},
+                               "dtype": options.dtype, "memory_mode": options.memory_mode,
+                               "qa_retries": options.qa_retries},
         **({"num_gpus": 1} if gpus else {"num_cpus": 1}))
     dataset = dataset.map(compose_and_write, fn_kwargs={"plan": plan}, num_cpus=1)
     for row in dataset.iter_rows():
@@ -141,14 +158,16 @@ def prepare_item(row: dict[str, Any], plan: Any) -> dict[str, Any]:
 
 class Generator:
     """One actor of the pool: the models loaded once, the prompts' and references' embeddings reused across
-    its items (as one local batch reuses them)."""
+    its items (as one local batch reuses them). With ``qa_retries`` it makes each item's tries (module doc)."""
 
-    def __init__(self, model_set: str, device: str | None, dtype: str | None, memory_mode: str | None) -> None:
+    def __init__(self, model_set: str, device: str | None, dtype: str | None, memory_mode: str | None,
+                 qa_retries: int = 0) -> None:
         from pipeline.backends.local.models import load_models
         from pipeline.stages.reuse import Reuse
 
         self.models = load_models(model_set, device=device, dtype=dtype, memory_mode=memory_mode)
         self.reuse = Reuse()
+        self.qa_retries = qa_retries
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         records, works = [], []
@@ -161,40 +180,58 @@ class Generator:
         return {"index": list(batch["index"]), "record": records, "work": works}
 
     def _generate(self, record: dict[str, Any], work: dict[str, Any]) -> dict[str, Any] | None:
-        from pipeline.backends.local.backend import generate_backgrounds, result_info
-
         try:
-            backgrounds, seeds, detail_info = generate_backgrounds(work["request"], work["prepared"],
-                                                                   models=self.models,
-                                                                   timings=work["timings"], reuse=self.reuse)
+            if self.qa_retries:
+                return work | {"tries": make_with_retries(lambda each: self._make(each, work), work["request"],
+                                                          self.qa_retries)}
+            return work | self._backgrounds(work["request"], work)
         except Exception as error:  # noqa: BLE001
             _fail(record, error)
             return None
-        return work | {"backgrounds": backgrounds, "seeds": seeds,
-                       "info": result_info(self.models, work["request"]) | detail_info}
+
+    def _backgrounds(self, request: BgReplaceRequest, work: dict[str, Any]) -> dict[str, Any]:
+        from pipeline.backends.local.backend import generate_backgrounds, result_info
+
+        timings = dict(work["timings"])
+        backgrounds, seeds, detail_info = generate_backgrounds(request, work["prepared"], models=self.models,
+                                                               timings=timings, reuse=self.reuse)
+        return {"backgrounds": backgrounds, "seeds": seeds, "timings": timings,
+                "info": result_info(self.models, request) | detail_info}
+
+    def _make(self, request: BgReplaceRequest, work: dict[str, Any]) -> Any:
+        """One try, composited and checked here: whether there is another depends on its check."""
+        made = self._backgrounds(request, work)
+        return composite(request, work["prepared"], made)
 
 
 def compose_and_write(row: dict[str, Any], plan: Any) -> dict[str, Any]:
     """Lay each product back over its new backgrounds (CPU) and write the images; return the manifest row."""
-    from pipeline.stages.prepare import finish_result
-
     shared = _plan(plan)
     item = shared["items"][row["index"]]
     record, work = pickle.loads(row["record"]), pickle.loads(row["work"])
     if work is not None:
         try:
-            started = time.perf_counter() - sum(work["timings"].values())
-            result = finish_result(work["request"], work["prepared"], work["backgrounds"], work["seeds"],
-                                   timings=work["timings"], started=started, backend="local", info=work["info"])
-            paths = write_item(item, result, Path(shared["out"]), shared["old_outputs"][item.key])
-            record |= {"outputs": [str(path) for path in paths], "status": "done", "seeds": list(result.seeds),
-                       "timings": result.timings}
+            tries = work.get("tries")
+            if tries is None:  # no retries asked: one try, composited here
+                result = composite(work["request"], work["prepared"], work)
+                tries = make_with_retries(lambda request: result, work["request"], 0)
+            paths = write_item(item, tries.best, Path(shared["out"]), shared["old_outputs"][item.key])
+            record |= {"outputs": [str(path) for path in paths]} | outcome(tries)
         except Exception as error:  # noqa: BLE001
             _fail(record, error)
     started = record.pop("_t")
     record |= {"seconds": round(time.time() - started, 3),
                "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}
     return {"row": json.dumps(record, ensure_ascii=False)}
+
+
+def composite(request: BgReplaceRequest, prepared: Any, made: dict[str, Any]) -> Any:
+    """The product laid back over ``made``'s backgrounds and each image checked: the finished result."""
+    from pipeline.stages.prepare import finish_result
+
+    started = time.perf_counter() - sum(made["timings"].values())
+    return finish_result(request, prepared, made["backgrounds"], made["seeds"], timings=made["timings"],
+                         started=started, backend="local", info=made["info"])
 
 
 def write_item(item: Item, result: Any, out: Path, old_outputs: list[str]) -> list[Path]:
