@@ -219,17 +219,21 @@ def _finishing_panels(inputs: dict[str, Any]) -> None:
         with gr.Row():
             inputs["shadow"] = widgets.dropdown("shadow")
             inputs["shadow_angle"] = widgets.slider("shadow_angle")
-        with gr.Row():
-            for name in SHADOW_KNOBS:  # each starts on the mode's own value; left there, it sends null
-                inputs[name] = widgets.slider(name)
-        with gr.Row():
-            inputs["reflection"] = widgets.slider("reflection")
-            inputs["light_match"] = widgets.slider("light_match")
+        # Two to a row: three knobs with their help squeezed the text to a word a line.
+        # Each knob starts on the mode's own value; left there, it sends null.
+        knobs = [*SHADOW_KNOBS, "reflection"]
+        for pair in (knobs[:2], knobs[2:]):
+            with gr.Row():
+                for name in pair:
+                    inputs[name] = widgets.slider(name)
+        inputs["light_match"] = widgets.slider("light_match")
     with gr.Accordion("Detail and quality check", open=False):
         inputs["detail"] = widgets.slider("detail")
-        with gr.Row():
-            for name in ("qa_max_expansion", "qa_max_mask_uncertainty", "qa_max_product_change", "qa_max_upscale"):
-                inputs[name] = widgets.decimal(name)
+        thresholds = ["qa_max_expansion", "qa_max_mask_uncertainty", "qa_max_product_change", "qa_max_upscale"]
+        for pair in (thresholds[:2], thresholds[2:]):
+            with gr.Row():
+                for name in pair:
+                    inputs[name] = widgets.decimal(name)
 
 
 def _compare_panel(axes: tuple[str, ...]) -> dict[str, Any]:

@@ -257,7 +257,8 @@ FIELDS: dict[str, FieldSpec] = {
         _spec("qa_max_mask_uncertainty", "float", default=0.35, minimum=0.0, maximum=1.0, hosted=False,
               help="Quality check: most of the product's mask the mask model may be unsure of."),
         _spec("qa_max_product_change", "float", default=0.1, minimum=0.0, maximum=1.0, hosted=False,
-              help="Quality check: most change to the product's own pixels (light match)."),
+              help="Quality check: most change light match may make to the product's own pixels, as a share "
+                   "of the 0-255 range (0.1 = 25.5 levels on average)."),
         _spec("qa_max_upscale", "float", default=2.0, minimum=1.0, maximum=100.0, hosted=False,
               help="Quality check: most enlargement of the product from the photo's pixels."),
     )
