@@ -55,11 +55,15 @@ $(VENV)/.installed-ray: $(VENV)/.installed requirements-ray.txt
 
 # A one-machine Ray cluster to try `--ray auto` against (docs/SCALE.md); `make ray-stop` ends it.
 ray-cluster: install-ray
-	$(VENV)/bin/ray start --head --disable-usage-stats --include-dashboard=false
+	@if $(VENV)/bin/ray status >/dev/null 2>&1; then \
+		echo "A Ray cluster is already running on this machine (make ray-stop ends it)."; \
+	else \
+		$(VENV)/bin/ray start --head --disable-usage-stats --include-dashboard=false; \
+	fi
 	@echo "Now: .venv/bin/python -m pipeline batch FOLDER --ref REF --prompt TEXT --out OUT --ray auto"
 
 ray-stop:
-	$(VENV)/bin/ray stop
+	@$(VENV)/bin/ray stop 2>&1 | tail -n 1
 
 # The real u2netp mask model, offline (see tests/provision_u2netp.py).
 models: $(U2NET_CACHE)/u2netp.onnx

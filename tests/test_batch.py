@@ -53,7 +53,7 @@ def test_a_batch_records_each_item_and_a_rerun_skips_the_finished(u2netp_home, c
             "--model-set", "tiny", *FAST, "--out", str(out)]
     first = batch(*args)
     assert first.returncode == 1, first.stderr  # one item failed
-    assert "4 done, 0 skipped (already done), 1 failed" in first.stderr
+    assert "4 made, 0 skipped (already made), 1 failed" in first.stderr
     manifest = rows(out)
     assert sorted(manifest) == ["broken.png", "chair.jpg", "perfume.jpg", "ring.jpg", "shoe.jpg"]
     assert manifest["broken.png"]["status"] == "failed"
@@ -63,9 +63,9 @@ def test_a_batch_records_each_item_and_a_rerun_skips_the_finished(u2netp_home, c
         assert row["status"] == "done" and len(row["seeds"]) == 1 and row["request"]["prompt"] == "on a wooden deck"
         assert Image.open(row["outputs"][0]).size == Image.open(catalogue / name).size
         assert row["timings"]["total"] > 0
-    assert re.search(r"4 done, .* \(start-up [\d.]+ s, then [\d.]+ s per image\)", first.stderr), first.stderr
+    assert re.search(r"4 made, .* \(start-up [\d.]+ s, then [\d.]+ s per image\)", first.stderr), first.stderr
     second = batch(*args)
-    assert "0 done, 4 skipped (already done), 1 failed" in second.stderr and "per image" not in second.stderr
+    assert "0 made, 4 skipped (already made), 1 failed" in second.stderr and "per image" not in second.stderr
     assert len(list(out.glob("*.jpg"))) == 4
 
 
@@ -92,12 +92,12 @@ def test_an_interrupted_batch_resumes_to_completion(u2netp_home, catalogue, tmp_
         Image.open(image).load()  # every file with a final name is whole
     resumed = batch(*args[:-1])
     assert resumed.returncode == 0, resumed.stderr
-    assert f"{4 - finished_before} done, {finished_before} skipped" in resumed.stderr
+    assert f"{4 - finished_before} made, {finished_before} skipped" in resumed.stderr
     assert {row["status"] for row in rows(out).values()} == {"done"} and len(rows(out)) == 4
     assert len(list(out.glob("*.jpg"))) == 4 and not list(out.glob(".*.part"))
     started = time.monotonic()
     again = batch(*args[:-1])
-    assert again.returncode == 0 and "0 done, 4 skipped (already done), 0 failed" in again.stderr
+    assert again.returncode == 0 and "0 made, 4 skipped (already made), 0 failed" in again.stderr
     assert time.monotonic() - started < 5  # nothing left to do: no torch import, no model load (~10 s)
 
 
@@ -216,7 +216,7 @@ def test_an_item_over_a_quality_threshold_is_retried_with_the_next_seeds_and_end
             "--out", str(out)]
     first = batch(*args)
     assert first.returncode == 0, first.stderr  # to review is not failed
-    assert "1 done, 0 skipped (already done), 0 failed, 1 to review" in first.stderr
+    assert "1 made, 0 skipped (already made), 0 failed, 1 to review" in first.stderr
     row = rows(out)["perfume.jpg"]
     assert row["status"] == "review" and [t["seeds"] for t in row["tries"]] == [[40], [41]]
     assert all(t["verdicts"] == ["review"] for t in row["tries"]) and sum(t["kept"] for t in row["tries"]) == 1
@@ -226,7 +226,7 @@ def test_an_item_over_a_quality_threshold_is_retried_with_the_next_seeds_and_end
     assert [Path(p).name for p in row["outputs"]] == [f"perfume_{kept['seeds'][0]}.jpg"]
     assert len(list(out.glob("*.jpg"))) == 1  # only the kept try is written
     again = batch(*args)
-    assert again.returncode == 0 and "0 done, 1 skipped (already done), 0 failed, 1 to review" in again.stderr
+    assert again.returncode == 0 and "0 made, 1 skipped (already made), 0 failed, 1 to review" in again.stderr
 
 
 def test_the_first_try_that_passes_is_kept_and_retries_stop_there():

@@ -55,7 +55,7 @@ def test_a_rerun_with_other_settings_is_refused_with_what_differs_and_redo_remak
     shots, out = photos(tmp_path / "shots", "a.jpg", "b.jpg"), tmp_path / "out"
     assert run(str(shots), "--ref", str(REFERENCE), "--prompt", "on a deck", "--out", str(out)) == 0
     assert run(str(shots), "--ref", str(REFERENCE), "--prompt", "on a deck", "--out", str(out)) == 0  # same: skipped
-    assert "0 done, 2 skipped" in capsys.readouterr().err and len(service.requests) == 2
+    assert "0 made, 2 skipped" in capsys.readouterr().err and len(service.requests) == 2
     with pytest.raises(BackdropError, match=r"^--out: 2 item\(s\) in .* were made with other settings \(prompt: "
                                             r"'on a deck' -> 'in a jungle'; cn_weight: 0.9 -> 0.5, e.g. for a.jpg\); "
                                             r"give a new --out to keep both, or add --redo"):
@@ -82,7 +82,7 @@ def test_globs_mirror_the_input_folders_and_never_read_their_own_results(service
     assert images(out) == ["sku1/front_7.jpg", "sku2/front_7.jpg"]
     assert f"sku1{os.sep}front.jpg" in capsys.readouterr().err  # progress shows where each photo is
     assert run(pattern, "--ref", str(REFERENCE), "--prompt", "on a deck", "--out", str(out)) == 0
-    assert "0 done, 2 skipped (already done), 0 failed" in capsys.readouterr().err  # its results are not inputs
+    assert "0 made, 2 skipped (already made), 0 failed" in capsys.readouterr().err  # its results are not inputs
     with pytest.raises(BackdropError, match="--out: .* is the input folder itself"):
         run(str(catalogue / "sku1"), "--ref", str(REFERENCE), "--prompt", "x", "--out", str(catalogue / "sku1"))
 
@@ -216,10 +216,39 @@ def test_a_catalogue_runs_from_options_built_in_python_step_by_step_or_whole(ser
 
     assert run_batch(options, runner=counted) == 0  # the item made step by step is skipped
     assert made == ["on a deck"] and images(out) == ["a_7.jpg", "sub/b_7.jpg"]
-    assert "1 done, 1 skipped (already done), 0 failed" in capsys.readouterr().err
+    assert "1 made, 1 skipped (already made), 0 failed" in capsys.readouterr().err
     # The command line writes and reads the same manifest: the same settings as flags find nothing left to do.
     assert run(f"{shots}/**/*.jpg", "--ref", str(REFERENCE), "--prompt", "on a deck", "--qa-max-expansion", "100",
                "--out", str(out)) == 0
-    assert "0 done, 2 skipped (already done)" in capsys.readouterr().err and len(service.requests) == 2
-    with pytest.raises(BackdropError, match="^jobs: 9 is out of range; expected 1 to 8$"):
+    assert "0 made, 2 skipped (already made)" in capsys.readouterr().err and len(service.requests) == 2
+    with pytest.raises(BackdropError, match="^--jobs: 9 is out of range; expected 1 to 8$"):
         run_batch(BatchOptions(out=out, inputs=str(shots), jobs=9))
+
+
+def test_ray_batch_mistakes_are_said_before_ray_starts_naming_the_flag(tmp_path, capsys, monkeypatch):
+    """A first-time user's mistakes with --ray: each an error naming the flag, exit 2, and said before a Ray
+    runtime starts (ray.init is never reached), not an internal error after seconds of start-up."""
+    import sys
+
+    from pipeline import BackdropError
+    from pipeline.interfaces.cli import main
+    from pipeline.workflows import ray_cluster
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # any attempt to import Ray, let alone start it, would fail here
+    shots = photos(tmp_path / "shots", "a.jpg")
+    common = [str(shots), "--ref", str(REFERENCE), "--prompt", "on a deck", "--out", str(tmp_path / "out")]
+    for flags, said in ((["--ray", "bogus"], "--ray: 'bogus' is not a Ray address; give none"),
+                        (["--ray", "--workers", "0"], "--workers: '0' is not a count or MIN:MAX range"),
+                        (["--ray", "--jobs", "4"], "--jobs: sets how many hosted calls run at once; on Ray"),
+                        (["--ray", "--qa-retries", "99"], "--qa-retries: 99 is out of range; expected 0 to 10")):
+        assert main(["batch", *common, *flags]) == 2, flags
+        err = capsys.readouterr().err
+        assert said in err and "Traceback" not in err and "internal error" not in err, err
+    assert main(["batch", str(tmp_path / "nowhere"), *common[1:]]) == 2
+    assert f"inputs: '{tmp_path / 'nowhere'}' does not exist" in capsys.readouterr().err
+    assert main(["serve", "--ray", "--replicas", "4:1", "--port", "8123"]) == 2
+    assert "--replicas: '4:1' is not a count" in capsys.readouterr().err
+    with pytest.raises(BackdropError, match="^--ray: 'http://x' is not a Ray address"):
+        ray_cluster.check_address("http://x")
+    for good in (None, "", "auto", "10.0.0.5:6379", "ray://head.example:10001"):
+        ray_cluster.check_address(good)

@@ -76,9 +76,9 @@ def test_a_ray_batch_makes_what_the_local_batch_makes_and_resumes(u2netp_home, r
     local_out, ray_out = tmp_path / "local", tmp_path / "ray"
     flags = ["--light-match", "0.5", "--qa-max-product-change", "0.05", "--qa-retries", "1"]
     code, stderr = local_batch_in_a_worker(ray_runtime, *arguments(catalogue, local_out), *flags)
-    assert code == 1 and "6 done, 0 skipped (already done), 1 failed" in stderr, stderr
+    assert code == 1 and "6 made, 0 skipped (already made), 1 failed" in stderr, stderr
     code, stderr = ray_batch(*arguments(catalogue, ray_out), *flags, capsys=capsys)
-    assert code == 1 and "6 done, 0 skipped (already done), 1 failed" in stderr, stderr
+    assert code == 1 and "6 made, 0 skipped (already made), 1 failed" in stderr, stderr
     local_rows, ray_rows = rows(local_out), rows(ray_out)
     assert sorted(ray_rows) == sorted(local_rows) == sorted([*PHOTOS, "broken.png"])
     assert ray_rows["broken.png"]["status"] == "failed"
@@ -98,7 +98,7 @@ def test_a_ray_batch_makes_what_the_local_batch_makes_and_resumes(u2netp_home, r
     assert f"{review} to review" in stderr
 
     code, stderr = ray_batch(*arguments(catalogue, ray_out), *flags, capsys=capsys)
-    assert "0 done, 6 skipped (already done), 1 failed" in stderr, stderr
+    assert "0 made, 6 skipped (already made), 1 failed" in stderr, stderr
     assert len(list(ray_out.glob("*.jpg"))) == 6
 
 
@@ -142,7 +142,7 @@ def test_an_actor_killed_mid_run_costs_no_item(u2netp_home, ray_runtime, catalog
     code, stderr = ray_batch(*arguments(catalogue, out), capsys=capsys)
     killer.join()
     assert killed and killed[0] < len(PHOTOS) + 1, f"the actor was never killed mid-run: {killed}"  # 7 items
-    assert code == 1 and "6 done, 0 skipped (already done), 1 failed" in stderr, stderr
+    assert code == 1 and "6 made, 0 skipped (already made), 1 failed" in stderr, stderr
     manifest = rows(out)
     assert all(manifest[name]["status"] in ("done", "review") for name in PHOTOS)  # made, none failed
     assert len(list(out.glob("*.jpg"))) == 6  # each item's images once: no item written twice

@@ -76,6 +76,9 @@ class BatchOptions:
 def find_inputs(pattern: str) -> list[Path]:
     """Image files in a folder (not its subfolders), or matching a glob (``**`` recurses); sorted."""
     folder = Path(pattern).expanduser()
+    if not folder.exists() and not any(sign in pattern for sign in "*?["):
+        raise BackdropError(f"{pattern!r} does not exist: give a folder of product photos or a quoted glob such as "
+                            "'shots/**/*.jpg'", field="inputs")
     paths = sorted(folder.iterdir()) if folder.is_dir() else sorted(Path(p) for p in glob.glob(pattern, recursive=True))
     images = [path for path in paths if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES]
     if not images:
@@ -116,7 +119,7 @@ def run_batch(options: BatchOptions, runner: Runner | None = None) -> int:
     made only when there is work, so a rerun with nothing left to do loads no models."""
     started = time.perf_counter()
     if not 1 <= options.jobs <= MAX_JOBS:
-        raise BackdropError(f"{options.jobs} is out of range; expected 1 to {MAX_JOBS}", field="jobs")
+        raise BackdropError(f"{options.jobs} is out of range; expected 1 to {MAX_JOBS}", field="--jobs")
     check_retries(options)
     out = options.out
     check_out_folder(out)
@@ -159,7 +162,7 @@ def run_batch(options: BatchOptions, runner: Runner | None = None) -> int:
     per_image = ""
     if made:
         per_image = f" (start-up {loaded - started:.1f} s, then {(finished - loaded) / made:.1f} s per image)"
-    print(f"backdrop: {made} done, {skipped} skipped (already done), {failed} failed, {review} to review, "
+    print(f"backdrop: {made} made, {skipped} skipped (already made), {failed} failed, {review} to review, "
           f"{finished - started:.1f} s{per_image}; manifest: {manifest.path}", file=sys.stderr)
     return 1 if failed else 0
 

@@ -51,7 +51,7 @@ from pipeline.workflows.batch import (
 )
 from pipeline.workflows.manifest import MANIFEST, Manifest, open_manifest, remove_outputs
 from pipeline.workflows.outputs import check_out_folder, plan_paths, write_result
-from pipeline.workflows.ray_cluster import cluster_gpus, connect, parse_range
+from pipeline.workflows.ray_cluster import check_address, cluster_gpus, connect, parse_range
 from pipeline.workflows.retries import make_with_retries
 
 LOCK_FILE = ".backdrop-batch.lock"
@@ -66,6 +66,11 @@ def run_ray_batch(options: BatchOptions, *, address: str = "", workers: str | No
         raise BackdropError("--ray runs the local models on the cluster's GPUs; the hosted API needs no cluster "
                             "(use --jobs for parallel hosted calls)", field="--ray")
     check_retries(options)
+    if options.jobs != 1:
+        raise BackdropError("sets how many hosted calls run at once; on Ray the generation pool's size is --workers",
+                            field="--jobs")
+    chosen_pool = parse_range(workers, field_name="--workers") if workers else None  # checked before Ray starts
+    check_address(address or None)
     out = options.out
     check_out_folder(out)
     items = plan_items(options)  # every photo found and every value checked before any work starts
@@ -74,7 +79,7 @@ def run_ray_batch(options: BatchOptions, *, address: str = "", workers: str | No
     _announce(options, items, todo)
     if todo:
         ray = connect(address or None)
-        pool = _pool_size(workers, cluster_gpus(ray))
+        pool = chosen_pool or (1, max(1, cluster_gpus(ray)))  # default: every GPU (one CPU actor without any)
         bar = _ProgressBar(len(todo), len(items) - len(todo), quiet=options.quiet)
         try:
             for row in stream_rows(ray, todo, manifest, options, pool=pool):
@@ -91,15 +96,10 @@ def run_ray_batch(options: BatchOptions, *, address: str = "", workers: str | No
     manifest = Manifest(manifest.path)  # one line per item again, the workers' lines included
     done, review = count_done(items, manifest)
     skipped = len(items) - len(todo)
-    print(f"backdrop: {done - skipped} done, {skipped} skipped (already done), {len(items) - done} failed, "
+    print(f"backdrop: {done - skipped} made, {skipped} skipped (already made), {len(items) - done} failed, "
           f"{review} to review, {time.perf_counter() - started:.1f} s on Ray; manifest: {manifest.path}",
           file=sys.stderr)
     return 1 if len(items) > done else 0
-
-
-def _pool_size(workers: str | None, gpus: int) -> tuple[int, int]:
-    """--workers MIN:MAX, by default every GPU in the cluster (one actor on the CPUs where there is none)."""
-    return parse_range(workers or str(max(1, gpus)), field_name="--workers")
 
 
 def stream_rows(ray: Any, todo: list[Item], manifest: Manifest, options: BatchOptions,

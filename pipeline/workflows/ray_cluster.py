@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +46,25 @@ def connect(address: str | None, **init_options: Any) -> Any:
                             field="--ray") from None
     if ray.is_initialized():
         return ray
+    check_address(address)
     options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                "runtime_env": {"env_vars": forwarded_env()}}
-    ray.init(**options, **({"address": address} if address else init_options))
+    try:
+        ray.init(**options, **({"address": address} if address else init_options))
+    except (ConnectionError, ValueError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise BackdropError(f"no Ray cluster answered at {address!r} ({reason}); start one with `make ray-cluster` "
+                            "(this machine) or `ray start --head`, or give --ray with no address to start a local "
+                            "runtime", field="--ray") from None
     return ray
+
+
+def check_address(address: str | None) -> None:
+    """``--ray``'s address, checked before anything starts: none, ``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``."""
+    if not address or address == "auto" or re.fullmatch(r"(ray://)?[\w.\-\[\]:]+:\d+", address):
+        return
+    raise BackdropError(f"{address!r} is not a Ray address; give none (a local runtime on this machine), auto (the "
+                        "cluster this machine joined with `ray start`), HOST:PORT or ray://HOST:10001", field="--ray")
 
 
 def cluster_gpus(ray: Any) -> int:

@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
                             "for one machine, python app.py serves the same endpoint", field="--ray")
     if not 1 <= args.port <= 65535:
         raise BackdropError(f"{args.port} is not a port; expected 1 to 65535", field="--port")
+    parse_range(args.replicas, field_name="--replicas")  # a mistake is said before Ray starts
     ray = connect(args.ray or None)
     gpus = cluster_gpus(ray)
     default_replicas = f"1:{gpus}" if gpus > 1 and args.replicas == "1" else args.replicas
