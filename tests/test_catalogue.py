@@ -135,7 +135,7 @@ def test_items_give_each_product_its_own_settings(service, tmp_path, capsys):
     out = tmp_path / "out"
     assert run("--items", str(items), "--ref", str(REFERENCE), "--prompt", "on a deck", "--out", str(out)) == 0
     err = capsys.readouterr().err
-    assert err.startswith(f"backdrop: 2 item(s) from {items}, 0 already done in {out}; loading the hosted API")
+    assert err.startswith(f"backdrop: 2 item(s) from {items}, 0 already made in {out}; loading the hosted API")
     ring = json.loads((out / "shots" / "ring_5.json").read_text())["request"]
     shoe = json.loads((out / "shots" / "sub" / "shoe_9.json").read_text())["request"]
     assert (ring["prompt"], ring["cn_weight"]) == ("gold ring on marble", 0.9)

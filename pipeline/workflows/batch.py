@@ -299,7 +299,7 @@ def _announce(options: BatchOptions, items: list[Item], todo: list[Item]) -> Non
         return
     source = options.items or options.inputs
     where = "the hosted API" if options.backend == "hosted" else f"the {options.chosen_model_set()} models"
-    print(f"backdrop: {len(items)} item(s) from {source}, {len(items) - len(todo)} already done in {options.out}; "
+    print(f"backdrop: {len(items)} item(s) from {source}, {len(items) - len(todo)} already made in {options.out}; "
           + (f"loading {where}..." if todo else "nothing left to do"), file=sys.stderr, flush=True)
 
 
