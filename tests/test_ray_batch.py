@@ -4,6 +4,7 @@ Ray Data pipeline, on the shared local Ray runtime (2 CPUs), tiny models and the
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -96,6 +97,7 @@ def test_a_ray_batch_makes_what_the_local_batch_makes_and_resumes(u2netp_home, r
             assert json.loads(Path(ours).with_suffix(".json").read_text())["seed"] == there["seeds"][0]
     review = sum(row["status"] == "review" for row in ray_rows.values())
     assert f"{review} to review" in stderr
+    assert re.search(r"s on Ray \(first result after [\d.]+ s, then [\d.]+ s per item\); manifest: ", stderr), stderr
 
     code, stderr = ray_batch(*arguments(catalogue, ray_out), *flags, capsys=capsys)
     assert "0 made, 6 skipped (already made), 1 failed" in stderr, stderr
