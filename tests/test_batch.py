@@ -253,7 +253,8 @@ def test_the_first_try_that_passes_is_kept_and_retries_stop_there():
 
 
 def test_an_image_over_only_on_the_photos_own_figures_is_not_made_again():
-    """mask_uncertainty and upscale are the photo's: another seed cannot change them, so no GPU time is spent."""
+    """mask_uncertainty and upscale are the photo's: another seed cannot change them, so an image over on one of
+    them (alone or with a figure a seed changes) stays review whatever the seed, and no GPU time is spent."""
     from pipeline.contract.result import BgReplaceResult
     from pipeline.workflows.retries import make_with_retries
 
@@ -261,14 +262,33 @@ def test_an_image_over_only_on_the_photos_own_figures_is_not_made_again():
 
     def make(request):
         made.append(request.seed)
-        over = ["mask_uncertainty", "upscale"] if request.seed == 7 else ["mask_uncertainty", "expansion"]
+        over = {7: ["mask_uncertainty", "upscale"], 8: ["mask_uncertainty", "expansion"]}.get(request.seed,
+                                                                                           ["expansion"])
         return BgReplaceResult(images=(), seeds=(request.seed,), request=request, timings={},
                                info={"quality": [{"verdict": "review", "expansion": 0.0, "over": over}]})
 
-    tries = make_with_retries(make, _tiny_request(seed=7), retries=3)
-    assert made == [7] and tries.status == "review" and len(tries.record) == 1
-    tries = make_with_retries(make, _tiny_request(seed=8), retries=2)
-    assert made == [7, 8, 9, 10] and tries.status == "review"  # expansion over: each retry might have helped
+    for seed in (7, 8):
+        tries = make_with_retries(make, _tiny_request(seed=seed), retries=3)
+        assert made == [seed] and tries.status == "review" and len(tries.record) == 1
+        made.clear()
+    tries = make_with_retries(make, _tiny_request(seed=9), retries=2)
+    assert made == [9, 10, 11] and tries.status == "review"  # only expansion over: each retry might have passed
+
+
+def test_the_kept_try_is_the_one_nearest_to_passing_on_product_change_too():
+    from pipeline.contract.result import BgReplaceResult
+    from pipeline.workflows.retries import make_with_retries
+
+    changes = {3: 0.2, 4: 0.12, 5: 0.3}
+
+    def make(request):
+        quality = {"verdict": "review", "expansion": 0.0, "product_change": changes[request.seed],
+                   "over": ["product_change"]}
+        return BgReplaceResult(images=(), seeds=(request.seed,), request=request, timings={},
+                               info={"quality": [quality]})
+
+    tries = make_with_retries(make, _tiny_request(seed=3), retries=2)
+    assert tries.best.seeds == (4,) and [t["kept"] for t in tries.record] == [False, True, False]
 
 
 def _tiny_request(**fields):

@@ -238,6 +238,8 @@ def test_ray_batch_mistakes_are_said_before_ray_starts_naming_the_flag(tmp_path,
     shots = photos(tmp_path / "shots", "a.jpg")
     common = [str(shots), "--ref", str(REFERENCE), "--prompt", "on a deck", "--out", str(tmp_path / "out")]
     for flags, said in ((["--ray", "bogus"], "--ray: 'bogus' is not a Ray address; give none"),
+                        (["--ray", "127.0.0.1:1"], "--ray: no Ray cluster answered at '127.0.0.1:1' (Connection "
+                                                   "refused); start one with `make ray-cluster`"),
                         (["--ray", "--workers", "0"], "--workers: '0' is not a count or MIN:MAX range"),
                         (["--ray", "--jobs", "4"], "--jobs: sets how many hosted calls run at once; on Ray"),
                         (["--ray", "--qa-retries", "99"], "--qa-retries: 99 is out of range; expected 0 to 10")):
@@ -250,5 +252,5 @@ def test_ray_batch_mistakes_are_said_before_ray_starts_naming_the_flag(tmp_path,
     assert "--replicas: '4:1' is not a count" in capsys.readouterr().err
     with pytest.raises(BackdropError, match="^--ray: 'http://x' is not a Ray address"):
         ray_cluster.check_address("http://x")
-    for good in (None, "", "auto", "10.0.0.5:6379", "ray://head.example:10001"):
+    for good in (None, "", "auto", "local", "10.0.0.5:6379", "[::1]:6379", "ray://head.example:10001"):
         ray_cluster.check_address(good)

@@ -49,9 +49,9 @@ from pipeline.workflows.batch import (
     outcome,
     plan_items,
 )
-from pipeline.workflows.manifest import MANIFEST, Manifest, open_manifest, remove_outputs
+from pipeline.workflows.manifest import FINISHED, MANIFEST, Manifest, open_manifest, remove_outputs
 from pipeline.workflows.outputs import check_out_folder, plan_paths, write_result
-from pipeline.workflows.ray_cluster import check_address, cluster_gpus, connect, parse_range
+from pipeline.workflows.ray_cluster import check_address, cluster_gpus, connect, parse_range, reachable
 from pipeline.workflows.retries import make_with_retries
 
 LOCK_FILE = ".backdrop-batch.lock"
@@ -71,6 +71,7 @@ def run_ray_batch(options: BatchOptions, *, address: str = "", workers: str | No
                             field="--jobs")
     chosen_pool = parse_range(workers, field_name="--workers") if workers else None  # checked before Ray starts
     check_address(address or None)
+    reachable(address or None)
     out = options.out
     check_out_folder(out)
     items = plan_items(options)  # every photo found and every value checked before any work starts
@@ -145,7 +146,7 @@ def stream_rows(ray: Any, todo: list[Item], manifest: Manifest, options: BatchOp
 def _old_outputs(manifest: Manifest, item: Item) -> list[str]:
     """--redo: the images a done item had, replaced by the new ones."""
     old = manifest.rows.get(item.key, {})
-    return old.get("outputs", []) if old.get("status") == "done" else []
+    return old.get("outputs", []) if old.get("status") in FINISHED else []
 
 
 # --- the stages; each runs in a Ray worker process --------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ def connect(address: str | None, **init_options: Any) -> Any:
     A runtime already started in this process (the tests' shared one) is used as it is.
 
     ``init_options`` go to ``ray.init`` when the runtime is started here (``num_cpus`` and the like)."""
+    check_address(address)
     try:
         import ray
     except ImportError:
@@ -46,25 +48,46 @@ def connect(address: str | None, **init_options: Any) -> Any:
                             field="--ray") from None
     if ray.is_initialized():
         return ray
-    check_address(address)
+    reachable(address)
     options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                "runtime_env": {"env_vars": forwarded_env()}}
     try:
         ray.init(**options, **({"address": address} if address else init_options))
-    except (ConnectionError, ValueError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise BackdropError(f"no Ray cluster answered at {address!r} ({reason}); start one with `make ray-cluster` "
-                            "(this machine) or `ray start --head`, or give --ray with no address to start a local "
-                            "runtime", field="--ray") from None
+    except (ConnectionError, ValueError, RuntimeError) as error:  # RuntimeError: a head that stopped answering
+        raise _unanswered(address, str(error).splitlines()[0] if str(error) else type(error).__name__) from None
     return ray
 
 
 def check_address(address: str | None) -> None:
-    """``--ray``'s address, checked before anything starts: none, ``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``."""
-    if not address or address == "auto" or re.fullmatch(r"(ray://)?[\w.\-\[\]:]+:\d+", address):
+    """``--ray``'s address, checked before anything starts: none or ``local`` (a runtime on this machine),
+    ``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``."""
+    if not address or address in ("auto", "local") or _host_and_port(address):
         return
     raise BackdropError(f"{address!r} is not a Ray address; give none (a local runtime on this machine), auto (the "
                         "cluster this machine joined with `ray start`), HOST:PORT or ray://HOST:10001", field="--ray")
+
+
+def reachable(address: str | None, timeout: float = 5.0) -> None:
+    """A HOST:PORT (or ray://) address must take a connection within ``timeout`` seconds: Ray itself would retry
+    an address where nothing listens for minutes before giving up."""
+    found = _host_and_port(address or "")
+    if found is None:
+        return
+    try:
+        socket.create_connection(found, timeout=timeout).close()
+    except OSError as error:
+        raise _unanswered(address, error.strerror or type(error).__name__) from None
+
+
+def _host_and_port(address: str) -> tuple[str, int] | None:
+    matched = re.fullmatch(r"(?:ray://)?\[?([\w.\-:]+?)\]?:(\d+)", address)
+    return (matched.group(1), int(matched.group(2))) if matched else None
+
+
+def _unanswered(address: str | None, reason: str) -> BackdropError:
+    return BackdropError(f"no Ray cluster answered at {address!r} ({reason}); start one with `make ray-cluster` "
+                         "(this machine) or `ray start --head`, or give --ray with no address to start a local "
+                         "runtime", field="--ray")
 
 
 def cluster_gpus(ray: Any) -> int:

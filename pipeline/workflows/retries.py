@@ -36,22 +36,26 @@ def needs_review(result: BgReplaceResult) -> bool:
 
 
 def retry_can_help(result: BgReplaceResult) -> bool:
-    """Whether an image is over a threshold that another seed could bring under it."""
-    return any(SEED_DEPENDENT & set(quality.get("over", [])) for quality in result.info.get("quality", []))
+    """Whether another seed could pass the check: every image to review is over only on figures a seed changes.
+    An image also over on the photo's own figures stays review whatever the seed, so it is not made again."""
+    overs = [set(quality.get("over", [])) for quality in result.info.get("quality", [])
+             if quality.get("verdict") == "review"]
+    return bool(overs) and all(over and over <= SEED_DEPENDENT for over in overs)
 
 
-def _badness(result: BgReplaceResult) -> tuple[int, float]:
-    """How far a try is from passing: its images to review, then their summed expansion (the figure a retry
-    can change; the others depend on the photo alone)."""
+def _badness(result: BgReplaceResult) -> tuple[int, float, float]:
+    """How far a try is from passing: its images to review, then their summed expansion, then their summed
+    product change (the figures a retry can change; the others depend on the photo alone)."""
     qualities = result.info.get("quality", [])
-    return (verdicts(result).count("review"), sum(q.get("expansion") or 0.0 for q in qualities))
+    return (verdicts(result).count("review"), sum(q.get("expansion") or 0.0 for q in qualities),
+            sum(q.get("product_change") or 0.0 for q in qualities))
 
 
 def make_with_retries(make: Callable[[BgReplaceRequest], BgReplaceResult], request: BgReplaceRequest,
                       retries: int) -> Tries:
     """``make(request)``, then while its images need review for a figure a new seed can change and retries are
     left, ``make`` again with the seeds that follow the last try's (a 2-sample try with seeds 7, 8 is followed by
-    9, 10). The best try is kept. An image over only on the photo's own figures ends review at once."""
+    9, 10). The best try is kept. An item with an image over on the photo's own figures ends review at once."""
     result = make(request)
     tries = [result]
     while needs_review(result) and retry_can_help(result) and len(tries) <= retries:

@@ -20,8 +20,8 @@ Averaging in pixels suffices here because the tiles do not invent a scene, they 
 the same enlarged background, at a strength of at most ``MAX_TILE_STRENGTH``, so neighbours agree on layout
 and colour and differ only in fine texture, which the ramps cross-fade over a quarter tile. (The seam tests,
 tests/test_detail.py: tiles with colour casts of their own step no more across a border than inside a tile on a
-smooth background, where linear ramps do; and the real pipeline's blend steps no more at a border than the tiles
-it blends step there.)
+smooth background, where linear ramps do; and the real pipeline's result is exactly its tiles mixed by these
+weights.)
 
 Work is capped at ``MAX_TILES`` tiles per image: a 24 MP (6000x4000) output at SDXL's 1024 px tiles is 8x5 = 40.
 An output whose grid would need more is refined at the largest size whose grid fits (then enlarged to the
