@@ -369,23 +369,32 @@ def process_item(item: Item, runner: Runner, reuse: Reuse, writer: ResultWriter,
     for the item's own problems: one broken item must not stop a catalogue). With ``retries``, an item whose
     quality check says review is made again with the next seeds (workflows.retries); its best try is written."""
     started = time.perf_counter()
-    row: dict[str, Any] = {"input": item.key, "item": item.label, "outputs": [], "request": None, "seeds": [],
-                           "error": None, "made_with": item.made_with}
+    row = new_row(item)
     try:
         request = BgReplaceRequest.from_dict(item.fields | {"image": item.path})
         row["request"] = request.settings()
         tries = make_with_retries(lambda each: runner(each, reuse=reuse), request, retries)
         row["outputs"] = [str(p) for p in writer.save(item.key, item.relative, tries.best)]
         row |= outcome(tries)
-    except BackdropError as error:
-        row |= {"status": "failed", "error": str(error)}
-    except Exception as error:  # one broken item must not stop a catalogue
-        row |= {"status": "failed", "error": f"internal error: {type(error).__name__}: {error}"}
+    except Exception as error:  # BackdropError or not: one broken item must not stop a catalogue
+        row |= failure(error)
     finally:
         reuse.prepared.clear()  # each photo's mask is its own; keep only what items share
     row |= {"seconds": round(time.perf_counter() - started, 3),
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}
     return row
+
+
+def new_row(item: Item) -> dict[str, Any]:
+    """An item's manifest row before its outcome (the local and the Ray batch start from the same)."""
+    return {"input": item.key, "item": item.label, "outputs": [], "request": None, "seeds": [], "error": None,
+            "made_with": item.made_with}
+
+
+def failure(error: Exception) -> dict[str, str]:
+    """A failed item's status and error, in the same words for the local and the Ray batch."""
+    message = str(error) if isinstance(error, BackdropError) else f"internal error: {type(error).__name__}: {error}"
+    return {"status": "failed", "error": message}
 
 
 def outcome(tries: Tries) -> dict[str, Any]:

@@ -45,13 +45,15 @@ from pipeline.workflows.batch import (
     _ProgressBar,
     check_retries,
     count_done,
+    failure,
     items_to_make,
+    new_row,
     outcome,
     plan_items,
 )
 from pipeline.workflows.manifest import FINISHED, MANIFEST, Manifest, open_manifest, remove_outputs
 from pipeline.workflows.outputs import check_out_folder, plan_paths, write_result
-from pipeline.workflows.ray_cluster import check_address, cluster_gpus, connect, parse_range, reachable
+from pipeline.workflows.ray_cluster import cluster_gpus, connect, parse_range, reachable
 from pipeline.workflows.retries import make_with_retries
 
 LOCK_FILE = ".backdrop-batch.lock"
@@ -70,7 +72,6 @@ def run_ray_batch(options: BatchOptions, *, address: str = "", workers: str | No
         raise BackdropError("sets how many hosted calls run at once; on Ray the generation pool's size is --workers",
                             field="--jobs")
     chosen_pool = parse_range(workers, field_name="--workers") if workers else None  # checked before Ray starts
-    check_address(address or None)
     reachable(address or None)
     out = options.out
     check_out_folder(out)
@@ -156,7 +157,7 @@ def prepare_item(row: dict[str, Any], plan: Any) -> dict[str, Any]:
     from pipeline.stages.prepare import prepare_inputs
 
     item = _plan(plan)["items"][row["index"]]
-    record = _new_row(item)
+    record = new_row(item) | {"_t": time.time()}  # when its work began: the stages run in other processes
     try:
         request = BgReplaceRequest.from_dict(item.fields | {"image": item.path})
         record["request"] = request.settings()
@@ -164,7 +165,7 @@ def prepare_item(row: dict[str, Any], plan: Any) -> dict[str, Any]:
         prepared = prepare_inputs(request, _plan(plan)["native_resolution"])
         work = {"request": request, "prepared": prepared, "timings": {"prepare": time.perf_counter() - clock}}
     except Exception as error:  # noqa: BLE001 (BackdropError or not: one broken item must not stop a catalogue)
-        _fail(record, error)
+        record |= failure(error)
         work = None
     return {"index": row["index"], "record": pickle.dumps(record), "work": pickle.dumps(work)}
 
@@ -199,7 +200,7 @@ class Generator:
                                                           self.qa_retries)}
             return work | self._backgrounds(work["request"], work)
         except Exception as error:  # noqa: BLE001
-            _fail(record, error)
+            record |= failure(error)
             return None
 
     def _backgrounds(self, request: BgReplaceRequest, work: dict[str, Any]) -> dict[str, Any]:
@@ -231,7 +232,7 @@ def compose_and_write(row: dict[str, Any], plan: Any) -> dict[str, Any]:
             paths = write_item(item, tries.best, Path(shared["out"]), shared["old_outputs"][item.key])
             record |= {"outputs": [str(path) for path in paths]} | outcome(tries)
         except Exception as error:  # noqa: BLE001
-            _fail(record, error)
+            record |= failure(error)
     started = record.pop("_t")
     record |= {"seconds": round(time.time() - started, 3),
                "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}
@@ -277,18 +278,6 @@ def _plan(plan: Any) -> dict[str, Any]:
         _shared.clear()
         _shared[key] = ray.get(plan)
     return _shared[key]
-
-
-def _new_row(item: Item) -> dict[str, Any]:
-    """The row the local batch writes for an item, before its outcome (``_t``: when its work began, by the wall clock:
-    the stages run in other processes)."""
-    return {"input": item.key, "item": item.label, "outputs": [], "request": None, "seeds": [], "error": None,
-            "made_with": item.made_with, "_t": time.time()}
-
-
-def _fail(record: dict[str, Any], error: Exception) -> None:
-    message = str(error) if isinstance(error, BackdropError) else f"internal error: {type(error).__name__}: {error}"
-    record |= {"status": "failed", "error": message}
 
 
 def _append_line(path: Path, row: dict[str, Any]) -> None:

@@ -40,7 +40,6 @@ def connect(address: str | None, **init_options: Any) -> Any:
     A runtime already started in this process (the tests' shared one) is used as it is.
 
     ``init_options`` go to ``ray.init`` when the runtime is started here (``num_cpus`` and the like)."""
-    check_address(address)
     try:
         import ray
     except ImportError:
@@ -68,8 +67,9 @@ def check_address(address: str | None) -> None:
 
 
 def reachable(address: str | None, timeout: float = 5.0) -> None:
-    """A HOST:PORT (or ray://) address must take a connection within ``timeout`` seconds: Ray itself would retry
-    an address where nothing listens for minutes before giving up."""
+    """``address`` checked (``check_address``), and where it is a HOST:PORT (or ray://) one, taking a connection
+    within ``timeout`` seconds: Ray itself would retry an address where nothing listens for minutes."""
+    check_address(address)
     found = _host_and_port(address or "")
     if found is None:
         return

@@ -58,7 +58,7 @@ def make_with_retries(make: Callable[[BgReplaceRequest], BgReplaceResult], reque
     9, 10). The best try is kept. An item with an image over on the photo's own figures ends review at once."""
     result = make(request)
     tries = [result]
-    while needs_review(result) and retry_can_help(result) and len(tries) <= retries:
+    while retry_can_help(result) and len(tries) <= retries:  # (so some image is to review)
         next_seed = (result.seeds[-1] + 1) % (MAX_SEED + 1)
         result = make(request.replace(seed=next_seed))
         tries.append(result)
