@@ -125,9 +125,7 @@ def _denoise(
     images: list[Image.Image] = []
     start = starting_image(prepared, request.ref_image)
     with models.lock:  # one generation at a time on the device
-        pin_cpu_threads()
-        pipe.scheduler = make_scheduler(request.scheduler, models.scheduler_config)
-        pipe.set_ip_adapter_scale(request.ip_adapter_weight)
+        _set_up(models, request)
         report(Progress("denoise", 0.0, f"Generating {len(seeds)} image(s) at {prepared.size[0]}x{prepared.size[1]}"))
         do_cfg = request.guidance_scale > 1  # diffusers skips the unconditional pass at guidance 1
         try:
@@ -141,6 +139,14 @@ def _denoise(
                 "try fewer samples, a smaller resolution, or BACKDROP_MEMORY_MODE=model (or sequential)"
             ) from None
     return images
+
+
+def _set_up(models: LoadedModels, request: BgReplaceRequest) -> None:
+    """The shared pipeline made ready for ``request`` (under ``models.lock``): its scheduler, its reference's
+    weight, and torch's CPU thread count (speed.pin_cpu_threads: the same count remakes the same image)."""
+    pin_cpu_threads()
+    models.pipe.scheduler = make_scheduler(request.scheduler, models.scheduler_config)
+    models.pipe.set_ip_adapter_scale(request.ip_adapter_weight)
 
 
 def _refine_details(models: LoadedModels, request: BgReplaceRequest, prepared: PreparedInputs,
@@ -162,9 +168,7 @@ def _refine_details(models: LoadedModels, request: BgReplaceRequest, prepared: P
 
     refined, tiles = [], []
     with models.lock:
-        pin_cpu_threads()
-        pipe.scheduler = make_scheduler(request.scheduler, models.scheduler_config)
-        pipe.set_ip_adapter_scale(request.ip_adapter_weight)
+        _set_up(models, request)
         for number, (background, seed) in enumerate(zip(backgrounds, seeds)):
             def run_tile(tile: Any, seed: int = seed) -> Image.Image:
                 # Each tile its own noise, from the sample's seed and the tile's place: the same seed remakes it.
