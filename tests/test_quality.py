@@ -151,3 +151,22 @@ def test_light_match_changes_are_checked_as_a_share_of_the_full_range(u2netp_hom
                                       started=0.0, backend="local", info={})
     assert untouched.info["quality"][0]["product_change"] == 0.0 and "product_change" not in untouched.info
 
+
+
+def test_a_product_enlarged_onto_a_canvas_reports_its_enlargement(u2netp_home, make_request):
+    """A 256 px bottle framed on a 1024 px canvas is enlarged about 5x: upscale says so and goes to review over
+    the default 2x. At the generation's size (96 px here) it is the placement's scale times that size over the
+    canvas's, as framing's own ``scale`` says."""
+    from pipeline.stages import prepare
+
+    photo, alpha = perfume_bottle(256, 256)
+    for output_size in ("input", "generation"):
+        request = make_request(image=photo, mask=alpha, canvas="1024x1024", mask_model="u2netp",
+                               output_size=output_size)
+        prepared = prepare.prepare_inputs(request, 128)
+        result = prepare.finish_result(request, prepared, [reference_scene("wood", *prepared.size)], [1],
+                                       timings={}, started=0.0, backend="local", info={})
+        quality = result.info["quality"][0]
+        expected = result.info["scale"] * result.images[0].width / 1024
+        assert quality["upscale"] == pytest.approx(expected, abs=0.01), output_size
+        assert ("upscale" in quality["over"]) == (output_size == "input") and result.info["scale"] > 5

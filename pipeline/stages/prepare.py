@@ -194,8 +194,7 @@ def finish_result(request: BgReplaceRequest, prepared: PreparedInputs, backgroun
     images = tuple(part.image for part in composed)
     timings["compose"] = time.perf_counter() - stage_start
     stage_start = time.perf_counter()
-    quality = [check_image_quality(request, prepared, part.image, info, part.product_change)
-               for part in composed]
+    quality = [check_image_quality(request, prepared, part.image, part.product_change) for part in composed]
     timings["quality"] = time.perf_counter() - stage_start
     timings["total"] = time.perf_counter() - started
     recorded = {"generation_size": list(prepared.size), "output_size": list(images[0].size),
@@ -214,15 +213,16 @@ def finish_result(request: BgReplaceRequest, prepared: PreparedInputs, backgroun
 
 
 def check_image_quality(request: BgReplaceRequest, prepared: PreparedInputs, image: Image.Image,
-                        info: dict[str, Any], levels_changed: float | None) -> dict[str, Any]:
+                        levels_changed: float | None) -> dict[str, Any]:
     """The quality check (stages/quality.py) of one image. The product is compared where it was laid: the
     input-size alpha, or the generation-size one for ``output_size: generation``. ``upscale`` is the product's
-    enlargement from the photo's pixels (``info["product_scale"]`` where a stage placed it at another scale);
-    ``product_change`` is light match's mean change over the product (``levels_changed``, in 8-bit levels, as
-    ``info["product_change"]`` says it) as a share of the full range, 0 to 1 like its threshold; 0 when light
-    match did not run."""
+    enlargement from the photo's pixels: its placement's scale on a canvas (``prepared.product`` is then the
+    canvas), times the output's size over that of ``prepared.product``. ``product_change`` is light match's mean
+    change over the product (``levels_changed``, in 8-bit levels, as ``info["product_change"]`` says it) as a
+    share of the full range, 0 to 1 like its threshold; 0 when light match did not run."""
     placed = prepared.alpha_small if request.output_size == "generation" else prepared.alpha
-    upscale = info.get("product_scale") or image.width / prepared.product.width
+    placed_scale = prepared.placement.scale if prepared.placement is not None else 1.0
+    upscale = placed_scale * image.width / prepared.product.width
     change = (levels_changed or 0.0) / 255
     thresholds = {name: getattr(request, name) for name in THRESHOLD_FIELDS.values()}
     return check_quality(image, placed, mask_model=request.mask_model, thresholds=thresholds,
