@@ -41,6 +41,9 @@ def page(browser, studio):
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
     page.goto(studio[0])
     page.locator("#generate").wait_for(timeout=30_000)
+    # Gradio runs upload.js once the page has loaded, after the boxes show: a file set before it is in place
+    # meets Gradio's own check (CI saw that once), which no person is quick enough to hit.
+    page.locator("body[data-upload-checks=on]").wait_for(state="attached", timeout=30_000)
     yield page
     page.close()
 

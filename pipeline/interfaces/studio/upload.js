@@ -27,4 +27,5 @@
     event.target.dispatchEvent(new DragEvent("drop", {bubbles: true, cancelable: true,
                                                       dataTransfer: relabelled(event.dataTransfer.files)}));
   }, true);
+  document.body.dataset.uploadChecks = "on";  // for the browser tests: the listeners above are in place
 }
